@@ -1,0 +1,254 @@
+// CPU kernels of the fastgp ops: one pass over the data, parallel over
+// fixed-size chunks of rows (so results do not depend on the thread count),
+// float32 accumulation (float64 for double), any strides, no copies.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <vector>
+
+#include "../checks.h"
+#include "../penalty_math.h"
+#include "strided_rows.h"
+
+namespace fastgp {
+namespace cpu {
+namespace {
+
+// Elements per task: big enough to amortize scheduling, small enough to
+// spread a short batch of long rows over all threads.
+constexpr int64_t kChunk = 1 << 15;
+// Work below this many elements runs on one thread.
+constexpr int64_t kSerialElems = 1 << 16;
+
+int64_t div_up(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+int64_t grain_for(int64_t total_elems, int64_t ntasks) {
+  if (total_elems <= kSerialElems) return ntasks;  // one thread
+  const int64_t per_task = std::max<int64_t>(1, total_elems / ntasks);
+  return std::max<int64_t>(1, kSerialElems / per_task);
+}
+
+// Sum of squares of n elements spaced by stride; lanes keep the contiguous
+// loop vectorizable without reassociating a single accumulator.
+template <typename scalar_t, typename acc_t>
+acc_t sum_squares(const scalar_t* p, int64_t stride, int64_t n) {
+  constexpr int kLanes = 16;
+  acc_t lane[kLanes] = {};
+  int64_t i = 0;
+  if (stride == 1) {
+    for (; i + kLanes <= n; i += kLanes)
+      for (int j = 0; j < kLanes; ++j) {
+        const acc_t v = static_cast<acc_t>(p[i + j]);
+        lane[j] += v * v;
+      }
+  }
+  for (; i < n; ++i) {
+    const acc_t v = static_cast<acc_t>(p[i * stride]);
+    lane[i % kLanes] += v * v;
+  }
+  for (int w = kLanes / 2; w > 0; w /= 2)
+    for (int j = 0; j < w; ++j) lane[j] += lane[j + w];
+  return lane[0];
+}
+
+// Tasks of a list of tensors: each row of grads[k] cut into chunks.
+struct TaskGrid {
+  std::vector<RowLayout<1>> layouts;      // forward: the gradient alone
+  std::vector<int64_t> chunks_per_row;    // per tensor
+  std::vector<int64_t> first_task;        // per tensor, prefix sum
+  int64_t batch = 0, ntasks = 0, total_elems = 0;
+
+  explicit TaskGrid(at::TensorList grads) : batch(grads[0].size(0)) {
+    for (const at::Tensor& g : grads) {
+      layouts.emplace_back(std::array<const at::Tensor*, 1>{&g});
+      const int64_t cpr = div_up(std::max<int64_t>(layouts.back().row_numel, 1), kChunk);
+      chunks_per_row.push_back(cpr);
+      first_task.push_back(ntasks);
+      ntasks += batch * cpr;
+      total_elems += batch * layouts.back().row_numel;
+    }
+  }
+  // task -> (tensor k, row b, chunk c)
+  void decode(int64_t task, int64_t& k, int64_t& b, int64_t& c) const {
+    k = static_cast<int64_t>(first_task.size()) - 1;
+    while (first_task[k] > task) --k;
+    const int64_t local = task - first_task[k];
+    b = local / chunks_per_row[k];
+    c = local % chunks_per_row[k];
+  }
+};
+
+double read_inv_scale(const std::optional<at::Tensor>& inv_scale) {
+  return inv_scale.has_value() ? inv_scale->item<double>() : 1.0;
+}
+
+at::Tensor interpolate_cpu(const at::Tensor& real, const at::Tensor& fake, const at::Tensor& alpha) {
+  check_interpolate(real, fake, alpha);
+  at::Tensor out = at::empty_like(real);
+  const int64_t batch = real.size(0);
+  const at::Tensor a = alpha.to(acc_type_of(real.scalar_type())).contiguous();
+  RowLayout<3> layout({&out, &real, &fake});
+  const int64_t cpr = div_up(std::max<int64_t>(layout.row_numel, 1), kChunk);
+  const int64_t ntasks = batch * cpr;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, real.scalar_type(), "fastgp_interpolate_cpu", [&] {
+    using acc_t = acc_type<scalar_t>;
+    scalar_t* o = out.data_ptr<scalar_t>();
+    const scalar_t* r = real.const_data_ptr<scalar_t>();
+    const scalar_t* f = fake.const_data_ptr<scalar_t>();
+    const acc_t* ap = a.const_data_ptr<acc_t>();
+    at::parallel_for(0, ntasks, grain_for(batch * layout.row_numel, ntasks), [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t b = t / cpr, c = t % cpr;
+        const acc_t w = ap[b], w1 = acc_t(1) - w;
+        const int64_t begin = c * kChunk, end = std::min(layout.row_numel, begin + kChunk);
+        const int64_t so = layout.inner_stride(0), sr = layout.inner_stride(1), sf = layout.inner_stride(2);
+        layout.for_each_run(b, begin, end, [&](const int64_t* off, int64_t len) {
+          scalar_t* po = o + off[0];
+          const scalar_t* pr = r + off[1];
+          const scalar_t* pf = f + off[2];
+          if (so == 1 && sr == 1 && sf == 1) {
+            for (int64_t i = 0; i < len; ++i)
+              po[i] = static_cast<scalar_t>(w * static_cast<acc_t>(pr[i]) + w1 * static_cast<acc_t>(pf[i]));
+          } else {
+            for (int64_t i = 0; i < len; ++i)
+              po[i * so] = static_cast<scalar_t>(w * static_cast<acc_t>(pr[i * sr]) +
+                                                 w1 * static_cast<acc_t>(pf[i * sf]));
+          }
+        });
+      }
+    });
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> penalty_forward_cpu(at::TensorList grads,
+                                                       const std::optional<at::Tensor>& inv_scale,
+                                                       double weight, double center, double power,
+                                                       bool one_sided, int64_t reduction) {
+  const char* op = "fastgp::penalty_forward";
+  check_grads(grads, op);
+  check_inv_scale(inv_scale, grads[0], op);
+  check_reduction(reduction, op);
+  const TaskGrid grid(grads);
+  const int64_t batch = grid.batch;
+  const auto acc_dtype = acc_type_of(grads[0].scalar_type());
+  at::Tensor norms = at::empty({batch}, grads[0].options().dtype(acc_dtype));
+  at::Tensor out = reduction == kNone ? at::empty({batch}, norms.options()) : at::empty({}, norms.options());
+  std::vector<double> partial(grid.ntasks);
+  const double s = read_inv_scale(inv_scale);
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grads[0].scalar_type(), "fastgp_penalty_forward_cpu", [&] {
+    using acc_t = acc_type<scalar_t>;
+    at::parallel_for(0, grid.ntasks, grain_for(grid.total_elems, grid.ntasks), [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        int64_t k, b, c;
+        grid.decode(t, k, b, c);
+        const RowLayout<1>& layout = grid.layouts[k];
+        const scalar_t* g = grads[k].const_data_ptr<scalar_t>();
+        const int64_t begin = c * kChunk, end = std::min(layout.row_numel, begin + kChunk);
+        acc_t acc = 0;
+        layout.for_each_run(b, begin, end, [&](const int64_t* off, int64_t len) {
+          acc += sum_squares<scalar_t, acc_t>(g + off[0], layout.inner_stride(0), len);
+        });
+        partial[t] = static_cast<double>(acc);
+      }
+    });
+    // Deterministic combine: per row, tensors then chunks in order.
+    acc_t* np = norms.data_ptr<acc_t>();
+    acc_t* op_ = out.data_ptr<acc_t>();
+    const acc_t red = reduction_factor<acc_t>(static_cast<int>(reduction), batch);
+    double total = 0;
+    for (int64_t b = 0; b < batch; ++b) {
+      double ss = 0;
+      for (size_t k = 0; k < grid.layouts.size(); ++k)
+        for (int64_t c = 0; c < grid.chunks_per_row[k]; ++c)
+          ss += partial[grid.first_task[k] + b * grid.chunks_per_row[k] + c];
+      const acc_t n = static_cast<acc_t>(std::sqrt(ss) * s);
+      np[b] = n;
+      const acc_t v = penalty_value<acc_t>(n, acc_t(center), acc_t(power), one_sided);
+      if (reduction == kNone)
+        op_[b] = static_cast<acc_t>(weight) * v;
+      else
+        total += static_cast<double>(v);
+    }
+    if (reduction != kNone) op_[0] = static_cast<acc_t>(weight * static_cast<double>(red) * total);
+  });
+  return {out, norms};
+}
+
+std::vector<at::Tensor> penalty_backward_cpu(const at::Tensor& grad_out, at::TensorList grads,
+                                             const at::Tensor& norms,
+                                             const std::optional<at::Tensor>& inv_scale, double weight,
+                                             double center, double power, bool one_sided,
+                                             int64_t reduction) {
+  const char* op = "fastgp::penalty_backward";
+  check_grads(grads, op);
+  check_inv_scale(inv_scale, grads[0], op);
+  check_reduction(reduction, op);
+  const int64_t batch = grads[0].size(0);
+  const auto acc_dtype = acc_type_of(grads[0].scalar_type());
+  TORCH_CHECK(norms.dim() == 1 && norms.size(0) == batch, op, ": norms must have shape (", batch,
+              ",), got ", norms.sizes());
+  TORCH_CHECK(grad_out.numel() == 1 || (grad_out.dim() == 1 && grad_out.size(0) == batch), op,
+              ": grad_out must be a scalar or have shape (", batch, ",), got ", grad_out.sizes());
+  const at::Tensor go = grad_out.to(acc_dtype).contiguous();
+  const at::Tensor nm = norms.to(acc_dtype).contiguous();
+  const double s = read_inv_scale(inv_scale);
+
+  std::vector<at::Tensor> outs;
+  outs.reserve(grads.size());
+  for (const at::Tensor& g : grads) outs.push_back(at::empty_like(g));
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grads[0].scalar_type(), "fastgp_penalty_backward_cpu", [&] {
+    using acc_t = acc_type<scalar_t>;
+    // Per-sample coefficient: go_i * weight * red * s^2 * phi'(n_i)/n_i.
+    const acc_t* gop = go.const_data_ptr<acc_t>();
+    const acc_t* npp = nm.const_data_ptr<acc_t>();
+    const acc_t red = reduction_factor<acc_t>(static_cast<int>(reduction), batch);
+    std::vector<acc_t> coef(batch);
+    for (int64_t b = 0; b < batch; ++b) {
+      const acc_t gob = go.numel() == 1 ? gop[0] : gop[b];
+      coef[b] = gob * static_cast<acc_t>(weight * s * s) * red *
+                penalty_coef<acc_t>(npp[b], acc_t(center), acc_t(power), one_sided);
+    }
+    for (size_t k = 0; k < grads.size(); ++k) {
+      RowLayout<2> layout({&outs[k], &grads[k]});
+      const int64_t cpr = div_up(std::max<int64_t>(layout.row_numel, 1), kChunk);
+      const int64_t ntasks = batch * cpr;
+      scalar_t* o = outs[k].data_ptr<scalar_t>();
+      const scalar_t* g = grads[k].const_data_ptr<scalar_t>();
+      const int64_t so = layout.inner_stride(0), sg = layout.inner_stride(1);
+      at::parallel_for(0, ntasks, grain_for(batch * layout.row_numel, ntasks), [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t) {
+          const int64_t b = t / cpr, c = t % cpr;
+          const acc_t cb = coef[b];
+          const int64_t begin = c * kChunk, end = std::min(layout.row_numel, begin + kChunk);
+          layout.for_each_run(b, begin, end, [&](const int64_t* off, int64_t len) {
+            scalar_t* po = o + off[0];
+            const scalar_t* pg = g + off[1];
+            if (so == 1 && sg == 1) {
+              for (int64_t i = 0; i < len; ++i) po[i] = static_cast<scalar_t>(cb * static_cast<acc_t>(pg[i]));
+            } else {
+              for (int64_t i = 0; i < len; ++i)
+                po[i * so] = static_cast<scalar_t>(cb * static_cast<acc_t>(pg[i * sg]));
+            }
+          });
+        }
+      });
+    }
+  });
+  return outs;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastgp, CPU, m) {
+  m.impl("interpolate", &interpolate_cpu);
+  m.impl("penalty_forward", &penalty_forward_cpu);
+  m.impl("penalty_backward", &penalty_backward_cpu);
+}
+
+}  // namespace cpu
+}  // namespace fastgp

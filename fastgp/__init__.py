@@ -1,0 +1,20 @@
+"""fastgp: fast, correct gradient penalties for GAN critics.
+
+    loss_D = D(fake).mean() - D(real).mean() + fastgp.gradient_penalty(D, real, fake, weight=10.0)
+"""
+
+from . import reference
+from .backends import available_backends
+from .functional import gradient_penalty, grad_norms, interpolate, penalty_from_grads
+from .info import __version__, info
+
+__all__ = [
+    "gradient_penalty",
+    "interpolate",
+    "penalty_from_grads",
+    "grad_norms",
+    "info",
+    "available_backends",
+    "reference",
+    "__version__",
+]

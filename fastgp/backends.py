@@ -1,0 +1,100 @@
+"""Which implementation runs: "cpp" (the compiled C++/CUDA extension),
+"triton" (Triton kernels), "torch" (the pure-PyTorch reference).
+
+``backend="auto"`` takes FASTGP_BACKEND if set, else the fastest available for
+the tensors' device: cpp, then triton, then torch. Every backend exposes the
+same two entry points:
+  interpolate(real, fake, alpha) -> x_hat
+  penalty(grads, inv_scale, weight, center, power, one_sided, reduction) -> (penalty, norms)
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from types import SimpleNamespace
+from typing import Dict, List, Optional, Union
+
+import torch
+
+from . import reference
+from ._ext import has_kernel, state
+
+NAMES = ("cpp", "triton", "torch")
+_AUTO_ORDER = ("cpp", "triton", "torch")
+
+
+def _triton_module():
+    return importlib.import_module("fastgp.triton")
+
+
+def unavailable_reason(name: str, device: Union[str, torch.device, None] = None) -> Optional[str]:
+    """None if `name` can run on `device`, else a sentence saying why not."""
+    device_type = torch.device(device).type if device is not None else "cpu"
+    if name == "torch":
+        return None
+    if name == "cpp":
+        if not state.loaded:
+            return f"the C++ extension is not loaded: {state.reason}"
+        if not has_kernel(device_type):
+            build = state.build or {}
+            if device_type == "cuda":
+                return ("the C++ extension was built without CUDA kernels "
+                        f"(with_cuda={build.get('with_cuda')}); rebuild with nvcc available or FORCE_CUDA=1")
+            return f"the C++ extension has no kernels for device type {device_type!r}"
+        return None
+    if name == "triton":
+        try:
+            mod = _triton_module()
+        except ImportError as e:
+            return f"the Triton backend could not be imported ({e})"
+        return mod.unavailable_reason(device_type)
+    return f"unknown backend {name!r}; expected one of {', '.join(('auto',) + NAMES)}"
+
+
+def available_backends(device: Union[str, torch.device, None] = None) -> List[str]:
+    """Backends that can run on `device` (default: CPU), fastest first."""
+    return [n for n in _AUTO_ORDER if unavailable_reason(n, device) is None]
+
+
+_resolved: Dict[tuple, str] = {}
+
+
+def resolve(backend: str, device: torch.device) -> str:
+    """Maps a user's backend choice to a concrete, available backend or raises."""
+    if backend == "auto":
+        backend = os.environ.get("FASTGP_BACKEND", "auto") or "auto"
+    key = (backend, device.type)
+    hit = _resolved.get(key)
+    if hit is not None:
+        return hit
+    if backend == "auto":
+        name = available_backends(device)[0]
+    elif backend in NAMES:
+        why = unavailable_reason(backend, device)
+        if why is not None:
+            raise RuntimeError(f"fastgp backend {backend!r} is unavailable on {device.type}: {why}")
+        name = backend
+    else:
+        raise ValueError(f"backend must be one of {', '.join(('auto',) + NAMES)}, got {backend!r}")
+    _resolved[key] = name
+    return name
+
+
+def implementation(name: str):
+    """The module-like object holding `interpolate` and `penalty` for a backend."""
+    if name == "cpp":
+        from . import ops
+
+        return ops
+    if name == "triton":
+        return _triton_module()
+    return _TORCH
+
+
+def _torch_penalty(grads, inv_scale, weight, center, power, one_sided, reduction):
+    return reference.penalty_from_grads(list(grads), weight=weight, center=center, power=power, one_sided=one_sided,
+                                        reduction=reduction, inv_scale=inv_scale)
+
+
+_TORCH = SimpleNamespace(interpolate=reference.interpolate, penalty=_torch_penalty)

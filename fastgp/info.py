@@ -1,0 +1,49 @@
+"""What fastgp is running with: ``python -m fastgp.info`` prints it."""
+
+from __future__ import annotations
+
+import json
+import platform
+
+import torch
+
+from . import backends
+from ._ext import state
+
+__version__ = "0.1.0"
+
+
+def _triton_version():
+    try:
+        import triton
+
+        return triton.__version__
+    except Exception as e:  # not installed, or broken install
+        return f"unavailable ({type(e).__name__}: {e})"
+
+
+def info() -> dict:
+    """Versions, build info, and for each device type every backend's
+    availability (True, or the reason it is unavailable)."""
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    return {
+        "fastgp": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "cuda_available": torch.cuda.is_available(),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "triton": _triton_version(),
+        "threads": torch.get_num_threads(),
+        "extension": {"loaded": state.loaded, "how": state.how, "reason": state.reason, "build": state.build},
+        "backends": {d: {n: backends.unavailable_reason(n, d) or True for n in backends.NAMES} for d in devices},
+        "auto": {d: backends.available_backends(d)[0] for d in devices},
+    }
+
+
+def main() -> None:
+    print(json.dumps(info(), indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
