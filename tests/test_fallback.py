@@ -1,0 +1,110 @@
+"""fastgp without its compiled extension: import and the whole API work on the
+pure-PyTorch backend, and info() says why (run in fresh interpreters)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SCRIPT = r"""
+import json, torch, fastgp
+info = fastgp.info()
+critic = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+real, fake = torch.randn(5, 4), torch.randn(5, 4)
+gp = fastgp.gradient_penalty(critic, real, fake, weight=10.0)
+gp.backward()
+x = fastgp.interpolate(real, fake)
+p, n = fastgp.penalty_from_grads(torch.randn(5, 3), return_norms=True)
+try:
+    fastgp.penalty_from_grads(torch.randn(5, 3), backend="cpp")
+    cpp_error = None
+except RuntimeError as e:
+    cpp_error = str(e)
+print(json.dumps({"backends": fastgp.available_backends(), "ext": info["extension"], "cpp_error": cpp_error,
+                  "finite": bool(torch.isfinite(gp)), "norms": list(n.shape)}))
+"""
+
+
+def _run(env_extra, tmp_path=None):
+    env = dict(os.environ, **env_extra)
+    env.pop("FASTGP_BACKEND", None)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300,
+                         cwd=tmp_path or ROOT)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_api_works_with_extension_disabled():
+    res = _run({"FASTGP_DISABLE_EXTENSION": "1"})
+    assert res["backends"] == ["torch"] or res["backends"] == ["triton", "torch"]
+    assert not res["ext"]["loaded"] and "FASTGP_DISABLE_EXTENSION" in res["ext"]["reason"]
+    assert "FASTGP_DISABLE_EXTENSION" in res["cpp_error"]
+    assert res["finite"] and res["norms"] == [5]
+
+
+def test_extension_built_for_another_torch_is_not_loaded(tmp_path):
+    """Copy the package with a build record from another torch: fastgp must refuse
+    to load that library and fall back, naming both versions."""
+    import shutil
+
+    import fastgp
+
+    pkg = os.path.dirname(fastgp.__file__)
+    dst = tmp_path / "fastgp"
+    shutil.copytree(pkg, dst, ignore=shutil.ignore_patterns("__pycache__", "_C*.so"))
+    (dst / "_build_info.json").write_text(json.dumps({"torch_version": "1.0.0", "with_cuda": False}))
+    env = dict(os.environ)
+    env.pop("FASTGP_BACKEND", None)
+    env["PYTHONPATH"] = str(tmp_path)
+    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300,
+                         cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert not res["ext"]["loaded"]
+    assert "built against torch 1.0.0" in res["ext"]["reason"]
+    assert "cpp" not in res["backends"] and res["finite"]
+
+
+def test_missing_library_falls_back(tmp_path):
+    import shutil
+
+    import fastgp
+
+    pkg = os.path.dirname(fastgp.__file__)
+    shutil.copytree(pkg, tmp_path / "fastgp", ignore=shutil.ignore_patterns("__pycache__", "_C*.so",
+                                                                            "_build_info.json"))
+    env = dict(os.environ)
+    env.pop("FASTGP_BACKEND", None)
+    env["PYTHONPATH"] = str(tmp_path)
+    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300,
+                         cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert not res["ext"]["loaded"] and "could not be imported" in res["ext"]["reason"]
+    assert "FASTGP_JIT=1" in res["ext"]["reason"]
+
+
+def test_info_command_prints_json():
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    out = subprocess.run([sys.executable, "-m", "fastgp.info"], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    info = json.loads(out.stdout)
+    assert info["torch"] and "cpu" in info["backends"] and info["backends"]["cpu"]["torch"] is True
+
+
+@pytest.mark.parametrize("value,expected", [("torch", "torch"), ("cpp", "cpp")])
+def test_fastgp_backend_env_overrides_auto(monkeypatch, value, expected):
+    import fastgp
+    from fastgp import backends
+
+    if expected not in fastgp.available_backends("cpu"):
+        pytest.skip(f"{expected} not available")
+    monkeypatch.setenv("FASTGP_BACKEND", value)
+    import torch
+
+    assert backends.resolve("auto", torch.device("cpu")) == expected
