@@ -55,8 +55,8 @@ def _jit_build() -> str:
 
     root = os.path.dirname(_HERE)
     csrc = os.path.join(root, "csrc")
-    sources = [os.path.join(csrc, "fastgp.cpp")] + sorted(glob.glob(os.path.join(csrc, "cpu", "*.cpp")))
-    if not os.path.exists(sources[0]):
+    sources = sorted(glob.glob(os.path.join(csrc, "*.cpp")) + glob.glob(os.path.join(csrc, "cpu", "*.cpp")))
+    if not sources:
         raise RuntimeError(f"FASTGP_JIT=1 needs the C++ sources next to the package (looked in {csrc})")
     load(name="fastgp_jit_C", sources=sources, extra_cflags=["-O3"], is_python_module=False,
          verbose=_flag("FASTGP_JIT_VERBOSE"))

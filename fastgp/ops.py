@@ -1,5 +1,7 @@
 """torch.library glue for the compiled fastgp ops: fake kernels (for
-torch.compile / meta tensors) and autograd. Schemas live in csrc/fastgp.cpp.
+torch.compile / meta tensors) and the derivative of ``penalty_backward``.
+Schemas live in csrc/fastgp.cpp; the first-order autograd of ``interpolate``
+and ``penalty_forward`` is C++ (csrc/autograd.cpp), so a call costs no Python.
 
 Only first-order autograd is needed in a GAN step (PyTorch differentiates the
 critic's own backward graph); ``penalty_backward`` still has a derivative,
@@ -19,33 +21,11 @@ REDUCTION_CODES = {"none": 0, "mean": 1, "sum": 2}
 _REDUCTION_NAMES = {v: k for k, v in REDUCTION_CODES.items()}
 
 
-def _batch_view(alpha: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return alpha.reshape(-1, *([1] * (like.dim() - 1)))
-
-
-# ---------------------------------------------------------------- interpolate
+# ------------------------------------------------------ fake kernels (shapes)
 def _interpolate_fake(real, fake, alpha):
     return torch.empty_like(real)
 
 
-def _interpolate_setup(ctx, inputs, output):
-    real, fake, alpha = inputs
-    ctx.save_for_backward(alpha, real if ctx.needs_input_grad[2] else None,
-                          fake if ctx.needs_input_grad[2] else None)
-
-
-def _interpolate_backward(ctx, grad):
-    alpha, real, fake = ctx.saved_tensors
-    a = _batch_view(alpha, grad)
-    grad_real = (grad * a).to(grad.dtype) if ctx.needs_input_grad[0] else None
-    grad_fake = (grad * (1 - a)).to(grad.dtype) if ctx.needs_input_grad[1] else None
-    grad_alpha = None
-    if ctx.needs_input_grad[2]:
-        grad_alpha = (grad * (real - fake)).reshape(grad.shape[0], -1).sum(1).to(alpha.dtype)
-    return grad_real, grad_fake, grad_alpha
-
-
-# ------------------------------------------------------------ penalty forward
 def _penalty_forward_fake(grads, inv_scale, weight, center, power, one_sided, reduction):
     g0 = grads[0]
     acc = reference.accumulation_dtype(g0.dtype)
@@ -53,20 +33,6 @@ def _penalty_forward_fake(grads, inv_scale, weight, center, power, one_sided, re
     norms = g0.new_empty((batch,), dtype=acc)
     out = g0.new_empty((batch,) if reduction == 0 else (), dtype=acc)
     return out, norms
-
-
-def _penalty_forward_setup(ctx, inputs, output):
-    grads, inv_scale, weight, center, power, one_sided, reduction = inputs
-    _, norms = output
-    ctx.mark_non_differentiable(norms)
-    ctx.params = (weight, center, power, one_sided, reduction)
-    ctx.save_for_backward(norms, inv_scale, *grads)
-
-
-def _penalty_forward_backward(ctx, grad_out, _grad_norms):
-    norms, inv_scale, *grads = ctx.saved_tensors
-    d_grads = torch.ops.fastgp.penalty_backward(grad_out, grads, norms, inv_scale, *ctx.params)
-    return d_grads, None, None, None, None, None, None
 
 
 # ----------------------------------------------------------- penalty backward
@@ -100,10 +66,7 @@ def _penalty_backward_backward(ctx, d_outputs):
 
 def _register() -> None:
     torch.library.register_fake("fastgp::interpolate")(_interpolate_fake)
-    torch.library.register_autograd("fastgp::interpolate", _interpolate_backward, setup_context=_interpolate_setup)
     torch.library.register_fake("fastgp::penalty_forward")(_penalty_forward_fake)
-    torch.library.register_autograd("fastgp::penalty_forward", _penalty_forward_backward,
-                                    setup_context=_penalty_forward_setup)
     torch.library.register_fake("fastgp::penalty_backward")(_penalty_backward_fake)
     torch.library.register_autograd("fastgp::penalty_backward", _penalty_backward_backward,
                                     setup_context=_penalty_backward_setup)

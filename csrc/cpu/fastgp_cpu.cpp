@@ -24,10 +24,17 @@ constexpr int64_t kSerialElems = 1 << 16;
 
 int64_t div_up(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-int64_t grain_for(int64_t total_elems, int64_t ntasks) {
-  if (total_elems <= kSerialElems) return ntasks;  // one thread
+// Runs fn(task_begin, task_end) over [0, ntasks): inline for small work (a
+// thread-pool wake-up costs more than the whole kernel at tabular sizes),
+// else in parallel with about kSerialElems elements per grain.
+template <typename F>
+void run_tasks(int64_t ntasks, int64_t total_elems, const F& fn) {
+  if (total_elems <= kSerialElems || ntasks == 1) {
+    fn(int64_t(0), ntasks);
+    return;
+  }
   const int64_t per_task = std::max<int64_t>(1, total_elems / ntasks);
-  return std::max<int64_t>(1, kSerialElems / per_task);
+  at::parallel_for(0, ntasks, std::max<int64_t>(1, kSerialElems / per_task), fn);
 }
 
 // Sum of squares of n elements spaced by stride; lanes keep the contiguous
@@ -98,7 +105,7 @@ at::Tensor interpolate_cpu(const at::Tensor& real, const at::Tensor& fake, const
     const scalar_t* r = real.const_data_ptr<scalar_t>();
     const scalar_t* f = fake.const_data_ptr<scalar_t>();
     const acc_t* ap = a.const_data_ptr<acc_t>();
-    at::parallel_for(0, ntasks, grain_for(batch * layout.row_numel, ntasks), [&](int64_t t0, int64_t t1) {
+    run_tasks(ntasks, batch * layout.row_numel, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t b = t / cpr, c = t % cpr;
         const acc_t w = ap[b], w1 = acc_t(1) - w;
@@ -141,7 +148,7 @@ std::tuple<at::Tensor, at::Tensor> penalty_forward_cpu(at::TensorList grads,
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grads[0].scalar_type(), "fastgp_penalty_forward_cpu", [&] {
     using acc_t = acc_type<scalar_t>;
-    at::parallel_for(0, grid.ntasks, grain_for(grid.total_elems, grid.ntasks), [&](int64_t t0, int64_t t1) {
+    run_tasks(grid.ntasks, grid.total_elems, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
         int64_t k, b, c;
         grid.decode(t, k, b, c);
@@ -220,7 +227,7 @@ std::vector<at::Tensor> penalty_backward_cpu(const at::Tensor& grad_out, at::Ten
       scalar_t* o = outs[k].data_ptr<scalar_t>();
       const scalar_t* g = grads[k].const_data_ptr<scalar_t>();
       const int64_t so = layout.inner_stride(0), sg = layout.inner_stride(1);
-      at::parallel_for(0, ntasks, grain_for(batch * layout.row_numel, ntasks), [&](int64_t t0, int64_t t1) {
+      run_tasks(ntasks, batch * layout.row_numel, [&](int64_t t0, int64_t t1) {
         for (int64_t t = t0; t < t1; ++t) {
           const int64_t b = t / cpr, c = t % cpr;
           const acc_t cb = coef[b];
