@@ -5,14 +5,22 @@
 
 from . import reference
 from .backends import available_backends
-from .functional import gradient_penalty, grad_norms, interpolate, penalty_from_grads
+from .family import dragan_penalty, r1_penalty, r2_penalty
+from .functional import gradient_penalty, grad_norms, input_gradients, interpolate, penalty_from_grads
 from .info import __version__, info
+from .lazy import LazyRegularizer, lazy_adam_hparams
 
 __all__ = [
     "gradient_penalty",
+    "r1_penalty",
+    "r2_penalty",
+    "dragan_penalty",
     "interpolate",
     "penalty_from_grads",
     "grad_norms",
+    "input_gradients",
+    "LazyRegularizer",
+    "lazy_adam_hparams",
     "info",
     "available_backends",
     "reference",

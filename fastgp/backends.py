@@ -60,6 +60,9 @@ def available_backends(device: Union[str, torch.device, None] = None) -> List[st
 _resolved: Dict[tuple, str] = {}
 
 
+# torch.compile calls this once while tracing and bakes in the answer (it queries
+# the dispatcher and the environment, which would break a fullgraph=True graph).
+@torch.compiler.assume_constant_result
 def resolve(backend: str, device: torch.device) -> str:
     """Maps a user's backend choice to a concrete, available backend or raises."""
     if backend == "auto":
