@@ -108,3 +108,25 @@ def test_fastgp_backend_env_overrides_auto(monkeypatch, value, expected):
     import torch
 
     assert backends.resolve("auto", torch.device("cpu")) == expected
+
+
+def test_jit_build_on_first_use(tmp_path):
+    """FASTGP_JIT=1 compiles the C++ sources against the running torch when the
+    prebuilt library is missing, and the compiled kernels are then used."""
+    import shutil
+
+    import fastgp
+
+    pkg = os.path.dirname(fastgp.__file__)
+    shutil.copytree(pkg, tmp_path / "fastgp", ignore=shutil.ignore_patterns("__pycache__", "_C*.so",
+                                                                            "_build_info.json"))
+    shutil.copytree(os.path.join(ROOT, "csrc"), tmp_path / "csrc", ignore=shutil.ignore_patterns("cuda"))
+    env = dict(os.environ, FASTGP_JIT="1", TORCH_EXTENSIONS_DIR=str(tmp_path / "cache"), MAX_JOBS="2",
+               PYTHONPATH=str(tmp_path))
+    env.pop("FASTGP_BACKEND", None)
+    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=900,
+                         cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["ext"]["loaded"] and "FASTGP_JIT=1" in res["ext"]["how"]
+    assert "cpp" in res["backends"] and res["cpp_error"] is None and res["finite"]
