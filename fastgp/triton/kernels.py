@@ -158,7 +158,10 @@ def penalty_finalize_kernel(out_ptr, norms_ptr, partial_ptr, scale_ptr, batch, n
             cols = c0 + tl.arange(0, BLOCK_C)
             m = rmask[:, None] & (cols < ncols)[None, :]
             ss += tl.sum(tl.load(partial_ptr + rows[:, None] * ncols + cols[None, :], mask=m, other=0), axis=1)
-        n = tl.sqrt(ss) * s
+        if acc == tl.float32:  # IEEE sqrt as in the C++ kernels; float32 tl.sqrt may be approximate
+            n = tl.sqrt_rn(ss) * s
+        else:
+            n = tl.sqrt(ss) * s
         tl.store(norms_ptr + rows, n, mask=rmask)
         v = penalty_value(n, center, power, ONE_SIDED)
         if REDUCTION == 0:
