@@ -71,7 +71,8 @@ GRAD_CASES = {
     "wide_batch": lambda dt, dev: [_randn(20, 33, dtype=dt, device=dev, seed=4)],
     "one_per_row": lambda dt, dev: [_randn(6, dtype=dt, device=dev, seed=6)],
     "several": lambda dt, dev: [_randn(4, 3, 5, dtype=dt, device=dev, seed=7),
-                                _randn(4, 200, dtype=dt, device=dev, seed=17), _randn(4, dtype=dt, device=dev, seed=27)],
+                                _randn(4, 200, dtype=dt, device=dev, seed=17),
+                                _randn(4, dtype=dt, device=dev, seed=27)],
     "zero_rows": _zero_rows,
     "zero_length_rows": lambda dt, dev: [_randn(3, 0, dtype=dt, device=dev, seed=0),
                                          _randn(3, 4, dtype=dt, device=dev, seed=9)],
@@ -268,7 +269,8 @@ def test_gradient_penalty_critic_grads_match_reference(critic_name, dtype, devic
     critic = {"mlp": _mlp, "conv": _conv, "two_inputs": _TwoInputs}[critic_name]().to(device=device, dtype=dtype)
     batch = 5
     shape = (batch, 3, 2, 2)
-    real, fake = _randn(*shape, dtype=dtype, device=device, seed=70), _randn(*shape, dtype=dtype, device=device, seed=71)
+    real = _randn(*shape, dtype=dtype, device=device, seed=70)
+    fake = _randn(*shape, dtype=dtype, device=device, seed=71)
     if critic_name == "two_inputs":
         real = (real, _randn(batch, 5, dtype=dtype, device=device, seed=72))
         fake = (fake, _randn(batch, 5, dtype=dtype, device=device, seed=73))

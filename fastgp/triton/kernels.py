@@ -101,7 +101,8 @@ def reduction_factor(REDUCTION: tl.constexpr, batch, acc: tl.constexpr):
 # ----------------------------------------------------------------- kernels
 @triton.autotune(configs=BLOCK_CONFIGS, key=["row_len"])
 @triton.jit
-def interpolate_kernel(out_ptr, real_ptr, fake_ptr, alpha_ptr, row_len, o_sb, o_si, r_sb, r_si, f_sb, f_si, BLOCK: tl.constexpr):
+def interpolate_kernel(out_ptr, real_ptr, fake_ptr, alpha_ptr, row_len, o_sb, o_si, r_sb, r_si, f_sb, f_si,
+                       BLOCK: tl.constexpr):
     """out_b = alpha_b * real_b + (1 - alpha_b) * fake_b; one block of one row per program."""
     pid = tl.program_id(0).to(tl.int64)
     blocks_per_row = tl.cdiv(row_len, BLOCK)
@@ -175,7 +176,8 @@ def penalty_finalize_kernel(out_ptr, norms_ptr, partial_ptr, scale_ptr, batch, n
 
 @triton.autotune(configs=BLOCK_CONFIGS, key=["row_len"])
 @triton.jit
-def penalty_backward_kernel(out_ptr, g_ptr, go_ptr, go_stride, norms_ptr, scale_ptr, batch, row_len, o_sb, o_si, g_sb, g_si,
+def penalty_backward_kernel(out_ptr, g_ptr, go_ptr, go_stride, norms_ptr, scale_ptr, batch, row_len,
+                            o_sb, o_si, g_sb, g_si,
                             w_hi, w_lo, c_hi, c_lo, p_hi, p_lo,
                             HAS_SCALE: tl.constexpr, ONE_SIDED: tl.constexpr, REDUCTION: tl.constexpr,
                             BLOCK: tl.constexpr):
