@@ -2,7 +2,10 @@
 "triton" (Triton kernels), "torch" (the pure-PyTorch reference).
 
 ``backend="auto"`` takes FASTGP_BACKEND if set, else the fastest available for
-the tensors' device: cpp, then triton, then torch. Every backend exposes the
+the tensors' device: cpp, then triton, then torch. On CUDA that puts the
+extension's kernels before Triton's for every shape class until GPU benchmarks
+show Triton ahead on some class; no GPU figures have been measured yet, so the
+order is the default, not a measured choice. Every backend exposes the
 same two entry points:
   interpolate(real, fake, alpha) -> x_hat
   penalty(grads, inv_scale, weight, center, power, one_sided, reduction) -> (penalty, norms)

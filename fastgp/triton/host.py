@@ -1,0 +1,154 @@
+"""Host-side planning for the Triton kernels: argument checks, row layouts,
+how long rows are split, and how doubles travel as float32 pairs.
+
+A layout is (row_stride, inner_stride): element j of row b is at
+``b * row_stride + j * inner_stride``. Two cases need no copy:
+  * logical order: the non-batch dims collapse to one stride (contiguous,
+    batch slices, a strided last dim, ...);
+  * memory order: channels_last(_3d) tensors, whose rows are contiguous
+    blocks visited in memory order; fine for a reduction, and for an
+    elementwise op when every operand has that layout.
+Anything else is made contiguous first.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import struct
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+
+from . import kernels
+
+Layout = Tuple[int, int]
+
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
+# ------------------------------------------------------------------ checks
+def check_grads(grads: Sequence[torch.Tensor], op: str) -> None:
+    if len(grads) == 0:
+        raise RuntimeError(f"{op}: grads must hold at least one tensor")
+    g0 = grads[0]
+    if g0.dim() < 1 or g0.shape[0] == 0:
+        raise RuntimeError(f"{op}: grads[0] must have a non-empty batch dimension, got shape {tuple(g0.shape)}")
+    for k, g in enumerate(grads):
+        if g.dtype not in _FLOATS:
+            raise RuntimeError(f"{op}: grads[{k}] must be float16, bfloat16, float32 or float64, got {g.dtype}")
+        if g.dtype != g0.dtype or g.device != g0.device:
+            raise RuntimeError(f"{op}: grads[{k}] is {g.dtype} on {g.device} but grads[0] is {g0.dtype} on {g0.device}")
+        if g.dim() < 1 or g.shape[0] != g0.shape[0]:
+            raise RuntimeError(f"{op}: grads[{k}] must have batch size {g0.shape[0]} in dim 0, got shape "
+                               f"{tuple(g.shape)}")
+
+
+def check_inv_scale(inv_scale: Optional[torch.Tensor], like: torch.Tensor, op: str) -> None:
+    if inv_scale is None:
+        return
+    if inv_scale.numel() != 1 or not inv_scale.is_floating_point():
+        raise RuntimeError(f"{op}: inv_scale must be a floating-point tensor holding one number, got "
+                           f"{inv_scale.dtype} of shape {tuple(inv_scale.shape)}")
+    if inv_scale.device != like.device:
+        raise RuntimeError(f"{op}: inv_scale is on {inv_scale.device} but the gradients are on {like.device}")
+
+
+def check_reduction(reduction: int, op: str) -> None:
+    if reduction not in (0, 1, 2):
+        raise RuntimeError(f"{op}: reduction code must be 0 (none), 1 (mean) or 2 (sum), got {reduction}")
+
+
+def check_interpolate(real: torch.Tensor, fake: torch.Tensor, alpha: torch.Tensor, op: str) -> None:
+    if real.shape != fake.shape or real.dtype != fake.dtype:
+        raise RuntimeError(f"{op}: real is {real.dtype} {tuple(real.shape)} but fake is {fake.dtype} "
+                           f"{tuple(fake.shape)}; they must match")
+    if real.dtype not in _FLOATS:
+        raise RuntimeError(f"{op}: real/fake must be float16, bfloat16, float32 or float64, got {real.dtype}")
+    if not (real.device == fake.device == alpha.device):
+        raise RuntimeError(f"{op}: real, fake and alpha must share a device, got {real.device}, {fake.device}, "
+                           f"{alpha.device}")
+    if real.dim() < 1 or real.shape[0] == 0:
+        raise RuntimeError(f"{op}: real must have a non-empty batch dimension, got shape {tuple(real.shape)}")
+    if alpha.dim() != 1 or alpha.shape[0] != real.shape[0] or not alpha.is_floating_point():
+        raise RuntimeError(f"{op}: alpha must be a floating-point tensor of shape ({real.shape[0]},), got "
+                           f"{alpha.dtype} of shape {tuple(alpha.shape)}")
+
+
+# ----------------------------------------------------------------- layouts
+def row_len(t: torch.Tensor) -> int:
+    return math.prod(t.shape[1:])
+
+
+def _logical_rows(t: torch.Tensor) -> Optional[Layout]:
+    dims = [(t.shape[d], t.stride(d)) for d in range(1, t.dim()) if t.shape[d] != 1]
+    for (_, outer), (size, inner) in zip(dims, dims[1:]):
+        if outer != inner * size:
+            return None
+    return t.stride(0), (dims[-1][1] if dims else 1)
+
+
+def _memory_rows(t: torch.Tensor) -> Optional[Layout]:
+    fmt = {4: torch.channels_last, 5: torch.channels_last_3d}.get(t.dim())
+    if fmt is not None and t.is_contiguous(memory_format=fmt):
+        return t.stride(0), 1
+    return None
+
+
+def reduction_rows(t: torch.Tensor) -> Tuple[torch.Tensor, Layout]:
+    """A row layout for a reduction over each row (element order is free)."""
+    layout = _logical_rows(t) or _memory_rows(t)
+    if layout is None:
+        t = t.contiguous()
+        layout = _logical_rows(t)
+    return t, layout
+
+
+def elementwise_rows(inputs: Sequence[torch.Tensor]) -> Tuple[List[torch.Tensor], torch.Tensor, List[Layout]]:
+    """An output shaped like inputs[0] and one layout per tensor (output first)
+    such that element j of row b means the same element in all of them."""
+    out = torch.empty_like(inputs[0])
+    tensors = [out, *inputs]
+    for rows in (_logical_rows, _memory_rows):
+        layouts = [rows(t) for t in tensors]
+        if all(layout is not None for layout in layouts):
+            return list(inputs), out, layouts
+    inputs = [t.contiguous() for t in inputs]
+    out = torch.empty_like(inputs[0])
+    return inputs, out, [_logical_rows(t) for t in (out, *inputs)]
+
+
+# ---------------------------------------------------------------- chunking
+@functools.lru_cache(maxsize=None)
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def _target_programs(device: torch.device) -> int:
+    if kernels.INTERPRETED or device.type != "cuda":
+        return 8  # small, so that the tests exercise the split on short rows
+    return 4 * _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+
+
+def chunking(batch: int, length: int, device: torch.device) -> Tuple[int, int]:
+    """(chunk, chunks_per_row): a short batch of long rows is split so the
+    grid fills the device; chunks are whole multiples of the largest block
+    and at least a few blocks long."""
+    min_chunk = 2 * kernels.MAX_BLOCK if kernels.INTERPRETED else 4 * kernels.MAX_BLOCK
+    target = _target_programs(device)
+    want = -(-target // batch) if batch < target else 1
+    chunks = max(1, min(want, -(-length // min_chunk)))
+    per = -(-length // chunks)
+    chunk = max(kernels.MAX_BLOCK, -(-per // kernels.MAX_BLOCK) * kernels.MAX_BLOCK)
+    return chunk, max(1, -(-length // chunk))
+
+
+# ----------------------------------------------------------------- scalars
+def split_double(x: float, name: str) -> Tuple[float, float]:
+    """x as float32 hi + lo (Triton passes Python floats as float32)."""
+    x = float(x)
+    if math.isfinite(x) and abs(x) > _FLOAT32_MAX:
+        raise RuntimeError(f"{name}={x} is out of the float32 range the Triton kernels take")
+    hi = struct.unpack("f", struct.pack("f", x))[0]
+    return hi, (x - hi if math.isfinite(x) else 0.0)
