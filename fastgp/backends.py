@@ -75,7 +75,8 @@ def resolve(backend: str, device: torch.device) -> str:
     if hit is not None:
         return hit
     if backend == "auto":
-        name = available_backends(device)[0]
+        # first available, without probing the slower-to-import ones needlessly
+        name = next(n for n in _AUTO_ORDER if unavailable_reason(n, device) is None)
     elif backend in NAMES:
         why = unavailable_reason(backend, device)
         if why is not None:

@@ -35,6 +35,38 @@ def _penalty_forward_fake(grads, inv_scale, weight, center, power, one_sided, re
     return out, norms
 
 
+# ------------------------------------- Python autograd of the forward ops
+# The C++ ops get theirs from csrc/autograd.cpp; the Triton ops register these
+# (same formulas), since a Python wrapper costs little next to a Triton launch.
+def _batch_view(alpha: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return alpha.reshape(-1, *([1] * (like.dim() - 1)))
+
+
+def _interpolate_setup(ctx, inputs, output):
+    real, fake, alpha = inputs
+    ctx.save_for_backward(alpha, real if ctx.needs_input_grad[2] else None,
+                          fake if ctx.needs_input_grad[2] else None)
+
+
+def _interpolate_backward(ctx, grad):
+    alpha, real, fake = ctx.saved_tensors
+    a = _batch_view(alpha, grad)
+    grad_real = (grad * a).to(grad.dtype) if ctx.needs_input_grad[0] else None
+    grad_fake = (grad * (1 - a)).to(grad.dtype) if ctx.needs_input_grad[1] else None
+    grad_alpha = None
+    if ctx.needs_input_grad[2]:
+        grad_alpha = (grad * (real - fake)).reshape(grad.shape[0], -1).sum(1).to(alpha.dtype)
+    return grad_real, grad_fake, grad_alpha
+
+
+def _penalty_forward_setup(ctx, inputs, output):
+    grads, inv_scale, weight, center, power, one_sided, reduction = inputs
+    _, norms = output
+    ctx.mark_non_differentiable(norms)
+    ctx.params = (weight, center, power, one_sided, reduction)
+    ctx.save_for_backward(norms, inv_scale, *grads)
+
+
 # ----------------------------------------------------------- penalty backward
 def _penalty_backward_fake(grad_out, grads, norms, inv_scale, weight, center, power, one_sided, reduction):
     return [torch.empty_like(g) for g in grads]
