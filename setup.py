@@ -15,6 +15,7 @@ import glob
 import json
 import os
 import shutil
+import subprocess
 
 from setuptools import setup
 
@@ -30,9 +31,33 @@ def _rel(paths):
     return sorted(os.path.relpath(p, ROOT) for p in paths)
 
 
+def _locate_cuda_home():
+    """torch takes CUDA_HOME to be two levels above the nvcc on PATH; when that
+    nvcc is a wrapper script outside the toolkit (so no include/ there), ask
+    nvcc where it really lives. Must run before torch.utils.cpp_extension is imported."""
+    nvcc = shutil.which("nvcc")
+    if os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH") or nvcc is None:
+        return
+    if os.path.exists(os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))), "include", "cuda_runtime.h")):
+        return
+    try:
+        out = subprocess.run([nvcc, "--dryrun", "-x", "cu", "-c", os.devnull, "-o", os.devnull],
+                             capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return
+    for line in (out.stdout + out.stderr).splitlines():
+        if line.startswith("#$ _HERE_="):
+            home = os.path.dirname(line.split("=", 1)[1].strip())
+            if os.path.exists(os.path.join(home, "include", "cuda_runtime.h")):
+                os.environ["CUDA_HOME"] = home
+            return
+
+
 def _extensions():
     if _flag("FASTGP_NO_EXTENSION"):
         return [], {}, None
+    if not _flag("FASTGP_CPU_ONLY"):
+        _locate_cuda_home()
     import torch
     from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 

@@ -66,6 +66,7 @@ struct RowLayout {
   // offsets from each tensor's data pointer, runs step by inner_stride(t).
   template <typename F>
   void for_each_run(int64_t row, int64_t begin, int64_t end, F&& fn) const {
+    if (begin >= end) return;  // also rows of no elements (a size-0 dim: no division by it)
     const int last = ndim - 1;
     const int64_t inner = sizes[last];
     int64_t idx[kMaxDims];
