@@ -128,6 +128,8 @@ def environment(pytestconfig, device) -> dict:
         # allocator settings change CPU timings of every op that allocates
         "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        # OpenMP spin-waiting makes every parallel op stall on a busy machine
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
     }
 
 

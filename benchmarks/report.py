@@ -253,15 +253,18 @@ def environment_section(results: List[Result], runs: List[dict]) -> List[str]:
         f"- matrix: {first.get('matrix')}; label: {first.get('label') or '–'}; "
         f"runs: {', '.join(sorted({str(r['datetime']) for r in runs}))}",
     ]
-    if first.get("glibc_tunables"):
-        lines.append(f"- GLIBC_TUNABLES={first['glibc_tunables']}")
+    for key, var in (("glibc_tunables", "GLIBC_TUNABLES"), ("omp_wait_policy", "OMP_WAIT_POLICY")):
+        if first.get(key):
+            lines.append(f"- {var}={first[key]}")
     if loads:
         threads = first.get("threads") or 1
         worst = max(loads)
         lines.append(f"- 1-minute load average during the run: median {statistics.median(loads):.2f}, max {worst:.2f}")
         if first["device"] == "cpu" and worst > (first.get("cpu_count") or threads) + 0.5:
             lines.append(f"- **warning: the machine was busy (load {worst:.1f} on {first.get('cpu_count')} CPUs): "
-                         "these timings are noisy; rerun on a quiet machine before quoting them.**")
+                         "these timings are noisy; rerun on a quiet machine before quoting them.** On a busy "
+                         "machine OpenMP's spin-waiting stalls every multi-threaded op for a scheduler slice "
+                         "(milliseconds), which favours single-threaded code; OMP_WAIT_POLICY=PASSIVE avoids it.")
     return lines
 
 
