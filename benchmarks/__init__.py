@@ -1,0 +1,1 @@
+"""fastgp benchmarks (pytest-benchmark suites, the report). Not installed with the package."""

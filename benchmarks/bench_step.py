@@ -1,0 +1,172 @@
+"""A full critic step: real/fake losses + gradient penalty + backward + Adam
+step, for an MLP critic (toy, tabular) and a DCGAN critic.
+
+Providers:
+  floor          no penalty: the step's cost without one
+  eager          the reference WGAN-GP penalty every step
+  cpp/cuda/triton  fastgp.gradient_penalty on that backend every step
+  lazy4, lazy16  StyleGAN2's lazy regularization with fastgp.LazyRegularizer on
+                 the fastest fastgp backend: k ordinary steps plus one
+                 regularization step (penalty x k, its own Adam step, Adam
+                 corrected by lazy_adam_hparams); one timed call is k steps,
+                 the report divides by k
+  r1-eager, r1-fastgp, r1-lazy16  the same for R1 (gamma/2 ||grad D(real)||^2)
+  arith-*        the penalty arithmetic alone (interpolation + norm + penalty
+                 forward and backward, no critic) at the step's shape, so the
+                 report can say what share of a step it is
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import fastgp
+from fastgp import reference
+
+from . import providers as P
+from .critics import CASES
+
+LR, BETAS = 1e-4, (0.0, 0.9)   # WGAN-GP's Adam
+GAMMA = 10.0                   # R1's gamma
+STEP_PROVIDERS = ("floor", "eager", "cpp", "cuda", "triton", "lazy4", "lazy16", "r1-eager", "r1-fastgp", "r1-lazy16",
+                  "arith-eager", "arith-cpp", "arith-cuda", "arith-triton")
+
+
+def _fastest(device):
+    fused = P.fused_providers(device)
+    if not fused:
+        pytest.skip("no fastgp kernel backend on this device")
+    return fused[0]
+
+
+def _need(name):
+    if not hasattr(fastgp, name):
+        pytest.skip(f"fastgp.{name} is not in this fastgp (the penalty-family issue adds it)")
+    return getattr(fastgp, name)
+
+
+def _reference_r1(critic, real):
+    """R1 from the reference: gradient at the real samples, zero-centered penalty."""
+    x = real.detach().requires_grad_(True)
+    out = critic(x)
+    (g,) = torch.autograd.grad(out, x, torch.ones_like(out), create_graph=True)
+    return reference.penalty_from_grads([g], weight=GAMMA / 2, center=0.0)[0]
+
+
+def _penalty(provider, device):
+    """(name of the fastgp backend or None, penalty(critic, real, fake))."""
+    if provider == "eager":
+        return None, lambda critic, real, fake: reference.gradient_penalty(critic, real, fake, weight=P.WEIGHT)
+    if provider == "r1-eager":
+        return None, lambda critic, real, fake: _reference_r1(critic, real)
+    if provider.startswith("r1-"):
+        r1 = _need("r1_penalty")
+        backend = P.BACKEND_OF[_fastest(device)]
+        return backend, lambda critic, real, fake: r1(critic, real, gamma=GAMMA, backend=backend)
+    name = _fastest(device) if provider.startswith("lazy") else provider
+    why = P.unavailable(name, device)
+    if why:
+        pytest.skip(why)
+    backend = P.BACKEND_OF[name]
+    return backend, lambda critic, real, fake: fastgp.gradient_penalty(critic, real, fake, weight=P.WEIGHT,
+                                                                      backend=backend)
+
+
+def _critic_step(critic, opt, real, fake):
+    opt.zero_grad(set_to_none=True)
+    loss = critic(fake).mean() - critic(real).mean()
+    return loss
+
+
+def _every_step(critic, real, fake, penalty):
+    opt = torch.optim.Adam(critic.parameters(), lr=LR, betas=BETAS)
+
+    def run():
+        loss = _critic_step(critic, opt, real, fake)
+        if penalty is not None:
+            loss = loss + penalty(critic, real, fake)
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    return run
+
+
+def _lazy_steps(critic, real, fake, penalty, every):
+    """`every` ordinary steps and, when due, a regularization step of its own."""
+    lazy = _need("LazyRegularizer")(every)
+    lr, betas = _need("lazy_adam_hparams")(LR, BETAS, every)
+    opt = torch.optim.Adam(critic.parameters(), lr=lr, betas=betas)
+
+    def run():
+        for step in range(every):
+            loss = _critic_step(critic, opt, real, fake)
+            loss.backward()
+            opt.step()
+            if lazy.due(step):
+                opt.zero_grad(set_to_none=True)
+                (lazy.gain * penalty(critic, real, fake)).backward()
+                opt.step()
+        return loss.detach()
+
+    return run
+
+
+def _arithmetic(provider, real, fake):
+    """Interpolation + penalty forward and backward on a gradient-sized tensor."""
+    alpha = reference.sample_alpha(real.shape[0], real)
+    interp = P.interpolation(provider, real, fake, alpha)
+    pen = P.penalty(provider)
+    g = (torch.randn_like(real) * (real[0].numel() ** -0.5)).requires_grad_(True)
+
+    def run():
+        x_hat = interp()
+        p = pen(g)
+        return x_hat, torch.autograd.grad(p, g)[0]
+
+    return run
+
+
+def _check_same_penalty(provider, critic, real, fake):
+    """The fastgp penalty equals the reference's at the same alpha."""
+    alpha = reference.sample_alpha(real.shape[0], real)
+    torch.testing.assert_close(
+        fastgp.gradient_penalty(critic, real, fake, weight=P.WEIGHT, alpha=alpha, backend=P.BACKEND_OF[provider]),
+        reference.gradient_penalty(critic, real, fake, weight=P.WEIGHT, alpha=alpha), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("provider", STEP_PROVIDERS)
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_step(record, pytestconfig, environment, device, case, provider):
+    matrix = environment["matrix"]
+    batch = case.batch_for(device.type, matrix)
+    torch.manual_seed(0)
+    critic = case.make().to(device)
+    real = torch.randn(batch, *case.sample, device=device)
+    fake = torch.randn(batch, *case.sample, device=device)
+
+    backend, every, steps = None, 1, 1
+    if provider.startswith("arith-"):
+        base = provider.removeprefix("arith-")
+        why = P.unavailable(base, device)
+        if why:
+            pytest.skip(why)
+        backend = None if base == "eager" else P.BACKEND_OF[base]
+        fn, every = _arithmetic(base, real, fake), None
+    elif provider == "floor":
+        fn, every = _every_step(critic, real, fake, None), 0
+    else:
+        backend, penalty = _penalty(provider, device)
+        if "lazy" in provider:
+            every = steps = int(provider.rsplit("lazy", 1)[1])
+            fn = _lazy_steps(critic, real, fake, penalty, every)
+        else:
+            if provider in P.FUSED:
+                _check_same_penalty(provider, critic, real, fake)
+            fn = _every_step(critic, real, fake, penalty)
+
+    rounds = pytestconfig.getoption("--bench-rounds") or (1 if matrix == "smoke" else 3 if device.type == "cpu" else 10)
+    record(fn, group=f"step {case.name} B={batch}", pedantic_rounds=rounds, kind="step", model=case.name,
+           batch=batch, sample=list(case.sample), provider=provider, backend=backend, penalty_every=every,
+           steps_per_call=steps, params=sum(p.numel() for p in critic.parameters()), dtype="float32")
