@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 
 from setuptools import setup
 
@@ -76,6 +77,12 @@ def _extensions():
     opt = ["-O0", "-g"] if debug else ["-O3"]
     # The C++ standard comes from torch's BuildExtension (what its headers need).
     cxx = opt + ["-fvisibility=hidden"]
+    # at::parallel_for is an OpenMP loop in torch's headers: without -fopenmp it
+    # silently runs on one thread. The runtime is torch's own libgomp (same soname).
+    link = []
+    if torch.backends.openmp.is_available() and sys.platform.startswith("linux"):
+        cxx.append("-fopenmp")
+        link.append("-fopenmp")
     archs = None
     if want_cuda:
         archs = os.environ.get("TORCH_CUDA_ARCH_LIST") or DEFAULT_CUDA_ARCHS
@@ -85,11 +92,12 @@ def _extensions():
             "fastgp._C",
             sources + cuda_sources,
             extra_compile_args={"cxx": cxx + ["-DFASTGP_WITH_CUDA"], "nvcc": nvcc + ["-DFASTGP_WITH_CUDA"]},
+            extra_link_args=link,
             py_limited_api=True,
         )
     else:
         ext = CppExtension(
-            "fastgp._C", sources, extra_compile_args={"cxx": cxx}, py_limited_api=True
+            "fastgp._C", sources, extra_compile_args={"cxx": cxx}, extra_link_args=link, py_limited_api=True
         )
     info = {
         "torch_version": torch.__version__,

@@ -17,6 +17,7 @@ import glob
 import importlib
 import json
 import os
+import sys
 from typing import Optional
 
 import torch
@@ -58,7 +59,8 @@ def _jit_build() -> str:
     sources = sorted(glob.glob(os.path.join(csrc, "*.cpp")) + glob.glob(os.path.join(csrc, "cpu", "*.cpp")))
     if not sources:
         raise RuntimeError(f"FASTGP_JIT=1 needs the C++ sources next to the package (looked in {csrc})")
-    load(name="fastgp_jit_C", sources=sources, extra_cflags=["-O3"], is_python_module=False,
+    omp = ["-fopenmp"] if torch.backends.openmp.is_available() and sys.platform.startswith("linux") else []
+    load(name="fastgp_jit_C", sources=sources, extra_cflags=["-O3"] + omp, extra_ldflags=omp, is_python_module=False,
          verbose=_flag("FASTGP_JIT_VERBOSE"))
     return "compiled on first use (FASTGP_JIT=1) against the running torch"
 

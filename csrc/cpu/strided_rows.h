@@ -67,6 +67,12 @@ struct RowLayout {
   template <typename F>
   void for_each_run(int64_t row, int64_t begin, int64_t end, F&& fn) const {
     if (begin >= end) return;  // also rows of no elements (a size-0 dim: no division by it)
+    if (ndim == 1) {  // a dense row (contiguous, channels_last, tabular): one run, no index arithmetic
+      int64_t run[NT];
+      for (int t = 0; t < NT; ++t) run[t] = row * row_stride[t] + begin * strides[t][0];
+      fn(run, end - begin);
+      return;
+    }
     const int last = ndim - 1;
     const int64_t inner = sizes[last];
     int64_t idx[kMaxDims];
