@@ -53,7 +53,10 @@ class InterpolateFn : public torch::autograd::Function<InterpolateFn> {
     if (ctx->needs_input_grad(0)) d_real = (go * a).to(go.scalar_type());
     if (ctx->needs_input_grad(1)) d_fake = (go * (1 - a)).to(go.scalar_type());
     if (ctx->needs_input_grad(2))
-      d_alpha = (go * (saved[1] - saved[2])).reshape({go.size(0), -1}).sum(1).to(alpha.scalar_type());
+    {  // per-sample sum of go * (real - fake); flatten, not reshape(B, -1), so rows of no elements work
+      const at::Tensor prod = go * (saved[1] - saved[2]);
+      d_alpha = (prod.dim() == 1 ? prod : prod.flatten(1).sum(1)).to(alpha.scalar_type());
+    }
     return {d_real, d_fake, d_alpha};
   }
 };

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 from types import SimpleNamespace
 from typing import Dict, List, Optional, Union
 
@@ -31,9 +32,27 @@ def _triton_module():
     return importlib.import_module("fastgp.triton")
 
 
+def arch_supported(archs: Optional[str], capability) -> bool:
+    """Whether CUDA code built for `archs` (a TORCH_CUDA_ARCH_LIST string such as
+    "8.0;9.0+PTX") runs on a device of `capability` (major, minor): machine code
+    runs on the same major with an equal or newer minor, PTX on anything newer."""
+    if not archs:
+        return True  # not recorded: let the launch decide
+    major, minor = capability
+    for entry in re.split(r"[;,\s]+", archs.strip()):
+        m = re.match(r"(\d+)\.(\d+)[a-z]?(\+PTX)?$", entry)
+        if not m:
+            continue
+        a_major, a_minor, ptx = int(m.group(1)), int(m.group(2)), m.group(3)
+        if (a_major == major and a_minor <= minor) or (ptx and (a_major, a_minor) <= (major, minor)):
+            return True
+    return False
+
+
 def unavailable_reason(name: str, device: Union[str, torch.device, None] = None) -> Optional[str]:
     """None if `name` can run on `device`, else a sentence saying why not."""
-    device_type = torch.device(device).type if device is not None else "cpu"
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    device_type = device.type
     if name == "torch":
         return None
     if name == "cpp":
@@ -45,6 +64,12 @@ def unavailable_reason(name: str, device: Union[str, torch.device, None] = None)
                 return ("the C++ extension was built without CUDA kernels "
                         f"(with_cuda={build.get('with_cuda')}); rebuild with nvcc available or FORCE_CUDA=1")
             return f"the C++ extension has no kernels for device type {device_type!r}"
+        if device_type == "cuda" and torch.cuda.is_available():
+            archs = (state.build or {}).get("cuda_archs")
+            cap = torch.cuda.get_device_capability(device)
+            if not arch_supported(archs, cap):
+                return (f"the C++ extension was built for CUDA archs {archs}, which cannot run on this GPU "
+                        f"(sm_{cap[0]}{cap[1]}); rebuild with TORCH_CUDA_ARCH_LIST=\"{cap[0]}.{cap[1]}\"")
         return None
     if name == "triton":
         try:
@@ -70,7 +95,7 @@ def resolve(backend: str, device: torch.device) -> str:
     """Maps a user's backend choice to a concrete, available backend or raises."""
     if backend == "auto":
         backend = os.environ.get("FASTGP_BACKEND", "auto") or "auto"
-    key = (backend, device.type)
+    key = (backend, str(device))
     hit = _resolved.get(key)
     if hit is not None:
         return hit

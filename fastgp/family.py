@@ -9,7 +9,6 @@ sample and a noise-perturbed copy of it.
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
@@ -23,18 +22,11 @@ from .functional import (
     _check_inputs,
     _check_options,
     _check_passthrough,
+    _number,
     _subset_passthrough,
     _subset_size,
     _penalty_at,
 )
-
-
-def _number(v, name: str, *, minimum: Optional[float] = None) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise TypeError(f"{name} must be a finite Python number, got {v!r}")
-    if minimum is not None and v < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {v!r}")
-    return float(v)
 
 
 def _zero_centered(critic, x, name, gamma, critic_args, critic_kwargs, scaler, reduction, return_norms, backend,

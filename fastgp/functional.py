@@ -83,14 +83,36 @@ def _check_grads(grads: Sequence[torch.Tensor]) -> None:
                              f"{grads[0].device}; all gradients must share dtype and device")
 
 
+def _number(v, name: str, *, minimum: Optional[float] = None, why: str = "") -> float:
+    """A finite Python number (not a tensor, not a bool), optionally >= minimum."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise TypeError(f"{name} must be a finite Python number, got {v!r}")
+    if minimum is not None and v < minimum:
+        raise ValueError(f"{name} must be >= {minimum}{why}, got {v!r}")
+    return float(v)
+
+
 def _check_options(weight, center, power, reduction) -> None:
     if reduction not in reference.REDUCTIONS:
         raise ValueError(f"reduction must be one of {reference.REDUCTIONS}, got {reduction!r}")
-    if not (isinstance(power, (int, float)) and power >= 1):
-        raise ValueError(f"power must be a number >= 1 (the penalty must be differentiable), got {power!r}")
-    for name, v in (("weight", weight), ("center", center)):
-        if not isinstance(v, (int, float)) or isinstance(v, bool):
-            raise TypeError(f"{name} must be a Python number, got {type(v).__name__}")
+    _number(weight, "weight")
+    _number(center, "center")
+    _number(power, "power", minimum=1, why=" (the penalty must be differentiable)")
+
+
+def _check_inv_scale(inv_scale, like: torch.Tensor) -> Optional[torch.Tensor]:
+    """None, or one floating-point number as a tensor on the gradients' device
+    (a constant: the scale is not differentiated)."""
+    if inv_scale is None:
+        return None
+    if not isinstance(inv_scale, torch.Tensor) or not inv_scale.is_floating_point() or inv_scale.numel() != 1:
+        raise TypeError("inv_scale must be a floating-point tensor holding one number (1 / the loss scale), got "
+                        f"{inv_scale!r}" if not isinstance(inv_scale, torch.Tensor) else
+                        f"inv_scale must be a floating-point tensor holding one number, got {inv_scale.dtype} of "
+                        f"shape {tuple(inv_scale.shape)}")
+    if inv_scale.device != like.device:
+        raise ValueError(f"inv_scale is on {inv_scale.device} but the gradients are on {like.device}")
+    return inv_scale.detach().reshape(())
 
 
 def _alpha(alpha: Optional[torch.Tensor], batch: int, like: torch.Tensor, generator) -> torch.Tensor:
@@ -179,7 +201,12 @@ def input_gradients(critic, inputs, critic_args=(), critic_kwargs=None, scaler=N
     enabled GradScaler the grads are scaled and inv_scale = 1/scale (a device
     tensor), else inv_scale is None."""
     _check_passthrough(critic_args, critic_kwargs)
-    batch = inputs[0].shape[0]
+    inputs, _ = _as_tuple(inputs, "inputs")
+    batch = _check_inputs(inputs, "inputs")
+    for k, x in enumerate(inputs):
+        if not x.requires_grad:
+            raise ValueError(f"inputs[{k}] does not require grad: pass tensors made with .requires_grad_(True), "
+                             "the points where the critic's input gradient is taken")
     _warn_batchnorm(critic, _stacklevel + 1)
     out = critic(*inputs, *critic_args, **(critic_kwargs or {}))
     _check_critic_output(out, batch)
@@ -269,6 +296,7 @@ def penalty_from_grads(grads: TensorOrTuple, *, weight: float = 1.0, center: flo
     gs, _ = _as_tuple(grads, "grads")
     _check_grads(gs)
     _check_options(weight, center, power, reduction)
+    inv_scale = _check_inv_scale(inv_scale, gs[0])
     impl = implementation(resolve(backend, gs[0].device))
     penalty, norms = impl.penalty(gs, inv_scale, weight, center, power, one_sided, reduction)
     return (penalty, norms.detach()) if return_norms else penalty

@@ -55,7 +55,8 @@ def _interpolate_backward(ctx, grad):
     grad_fake = (grad * (1 - a)).to(grad.dtype) if ctx.needs_input_grad[1] else None
     grad_alpha = None
     if ctx.needs_input_grad[2]:
-        grad_alpha = (grad * (real - fake)).reshape(grad.shape[0], -1).sum(1).to(alpha.dtype)
+        prod = grad * (real - fake)
+        grad_alpha = (prod if prod.dim() == 1 else prod.flatten(1).sum(1)).to(alpha.dtype)
     return grad_real, grad_fake, grad_alpha
 
 
@@ -83,6 +84,7 @@ def _penalty_backward_backward(ctx, d_outputs):
     """Derivative of the backward (rarely needed): differentiate the reference twice."""
     grad_out, inv_scale, *grads = ctx.saved_tensors
     weight, center, power, one_sided, reduction = ctx.params
+    create_graph = torch.is_grad_enabled()
     with torch.enable_grad():
         go = grad_out.detach().requires_grad_(True)
         gs = [g.detach().requires_grad_(True) for g in grads]
@@ -90,7 +92,7 @@ def _penalty_backward_backward(ctx, d_outputs):
                                                   reduction=_REDUCTION_NAMES[reduction], inv_scale=inv_scale)
         first = torch.autograd.grad(penalty, gs, go, create_graph=True)
         vs = [torch.zeros_like(g) if v is None else v for g, v in zip(gs, d_outputs)]
-        second = torch.autograd.grad(first, [go, *gs], vs, allow_unused=True)
+        second = torch.autograd.grad(first, [go, *gs], vs, allow_unused=True, create_graph=create_graph)
     d_go = second[0] if second[0] is not None else torch.zeros_like(grad_out)
     d_gs = [torch.zeros_like(g) if d is None else d for g, d in zip(grads, second[1:])]
     return d_go, d_gs, None, None, None, None, None, None, None

@@ -8,6 +8,7 @@ penalty_i = |n_i - center|^power, or max(0, n_i - center)^power if one_sided.
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence
 
 import torch
@@ -27,14 +28,16 @@ def sample_alpha(batch: int, like: torch.Tensor, generator: Optional[torch.Gener
 
 def interpolate(real: torch.Tensor, fake: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     """alpha_i * real_i + (1 - alpha_i) * fake_i with alpha of shape (B,)."""
-    a = alpha.to(real.dtype).reshape(-1, *([1] * (real.dim() - 1)))
-    return a * real + (1 - a) * fake
+    acc = accumulation_dtype(real.dtype)
+    a = alpha.to(acc).reshape(-1, *([1] * (real.dim() - 1)))
+    return (a * real.to(acc) + (1 - a) * fake.to(acc)).to(real.dtype)
 
 
 def _flat(grads: Sequence[torch.Tensor]) -> torch.Tensor:
     batch = grads[0].shape[0]
     acc = accumulation_dtype(grads[0].dtype)
-    return torch.cat([g.reshape(batch, -1).to(acc) for g in grads], dim=1)
+    # explicit row size: reshape(batch, -1) is ambiguous for rows of no elements
+    return torch.cat([g.reshape(batch, math.prod(g.shape[1:])).to(acc) for g in grads], dim=1)
 
 
 def grad_norms(grads: Sequence[torch.Tensor], inv_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
