@@ -52,8 +52,8 @@ class InterpolateFn : public torch::autograd::Function<InterpolateFn> {
     at::Tensor d_real, d_fake, d_alpha;
     if (ctx->needs_input_grad(0)) d_real = (go * a).to(go.scalar_type());
     if (ctx->needs_input_grad(1)) d_fake = (go * (1 - a)).to(go.scalar_type());
-    if (ctx->needs_input_grad(2))
-    {  // per-sample sum of go * (real - fake); flatten, not reshape(B, -1), so rows of no elements work
+    if (ctx->needs_input_grad(2)) {
+      // per-sample sum of go * (real - fake); flatten, not reshape(B, -1), so rows of no elements work
       const at::Tensor prod = go * (saved[1] - saved[2]);
       d_alpha = (prod.dim() == 1 ? prod : prod.flatten(1).sum(1)).to(alpha.scalar_type());
     }
