@@ -49,6 +49,22 @@ inline void check_reduction(int64_t reduction, const char* op) {
               ": reduction code must be 0 (none), 1 (mean) or 2 (sum), got ", reduction);
 }
 
+// Everything penalty_backward needs beyond the gradients themselves.
+inline void check_backward_args(const at::Tensor& grad_out, at::TensorList grads, const at::Tensor& norms,
+                                const std::optional<at::Tensor>& inv_scale, int64_t reduction, const char* op) {
+  check_grads(grads, op);
+  check_inv_scale(inv_scale, grads[0], op);
+  check_reduction(reduction, op);
+  const int64_t batch = grads[0].size(0);
+  TORCH_CHECK(norms.dim() == 1 && norms.size(0) == batch, op, ": norms must have shape (", batch, ",), got ",
+              norms.sizes());
+  TORCH_CHECK(grad_out.numel() == 1 || (grad_out.dim() == 1 && grad_out.size(0) == batch), op,
+              ": grad_out must be a scalar or have shape (", batch, ",), got ", grad_out.sizes());
+  TORCH_CHECK(norms.device() == grads[0].device() && grad_out.device() == grads[0].device(), op,
+              ": grad_out and norms must be on the gradients' device ", grads[0].device(), ", got ",
+              grad_out.device(), " and ", norms.device());
+}
+
 inline void check_interpolate(const at::Tensor& real, const at::Tensor& fake, const at::Tensor& alpha) {
   TORCH_CHECK(real.sizes() == fake.sizes(), "fastgp::interpolate: real has shape ", real.sizes(),
               " but fake has shape ", fake.sizes());

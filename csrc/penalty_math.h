@@ -63,6 +63,20 @@ FASTGP_HD acc_t penalty_coef(acc_t n, acc_t center, acc_t power, bool one_sided)
   return dphi / n;
 }
 
+// n_i from the sum of squares of sample i's (scaled) gradient.
+template <typename acc_t>
+FASTGP_HD acc_t sample_norm(double sum_squares, double inv_scale) {
+  return static_cast<acc_t>(sqrt(sum_squares) * inv_scale);
+}
+
+// dL/dg_i = backward_coef * g_i, with wss = weight * inv_scale^2 and red the
+// reduction factor (the same product order on every device).
+template <typename acc_t>
+FASTGP_HD acc_t backward_coef(acc_t grad_out, acc_t wss, acc_t red, acc_t n, acc_t center, acc_t power,
+                              bool one_sided) {
+  return grad_out * wss * red * penalty_coef<acc_t>(n, center, power, one_sided);
+}
+
 // The factor the reduction applies to each per-sample term.
 template <typename acc_t>
 FASTGP_HD acc_t reduction_factor(int reduction, long long batch) {

@@ -217,7 +217,7 @@ std::tuple<at::Tensor, at::Tensor> penalty_forward_cpu(at::TensorList grads,
       double ss = 0;
       for (size_t k = 0; k < grid.layouts.size(); ++k)
         for (int64_t c = 0; c < grid.tasks[k].chunks_per_row; ++c) ss += partial[grid.partial_index(k, b, c)];
-      const acc_t n = static_cast<acc_t>(std::sqrt(ss) * s);
+      const acc_t n = sample_norm<acc_t>(ss, s);
       np[b] = n;
       const acc_t v = penalty_value<acc_t>(n, acc_t(center), acc_t(power), one_sided);
       if (reduction == kNone)
@@ -235,16 +235,9 @@ std::vector<at::Tensor> penalty_backward_cpu(const at::Tensor& grad_out, at::Ten
                                              const std::optional<at::Tensor>& inv_scale, double weight,
                                              double center, double power, bool one_sided,
                                              int64_t reduction) {
-  const char* op = "fastgp::penalty_backward";
-  check_grads(grads, op);
-  check_inv_scale(inv_scale, grads[0], op);
-  check_reduction(reduction, op);
+  check_backward_args(grad_out, grads, norms, inv_scale, reduction, "fastgp::penalty_backward");
   const int64_t batch = grads[0].size(0);
   const auto acc_dtype = acc_type_of(grads[0].scalar_type());
-  TORCH_CHECK(norms.dim() == 1 && norms.size(0) == batch, op, ": norms must have shape (", batch,
-              ",), got ", norms.sizes());
-  TORCH_CHECK(grad_out.numel() == 1 || (grad_out.dim() == 1 && grad_out.size(0) == batch), op,
-              ": grad_out must be a scalar or have shape (", batch, ",), got ", grad_out.sizes());
   const at::Tensor go = grad_out.to(acc_dtype).contiguous();
   const at::Tensor nm = norms.to(acc_dtype).contiguous();
   const double s = read_inv_scale(inv_scale);
@@ -255,16 +248,15 @@ std::vector<at::Tensor> penalty_backward_cpu(const at::Tensor& grad_out, at::Ten
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grads[0].scalar_type(), "fastgp_penalty_backward_cpu", [&] {
     using acc_t = acc_type<scalar_t>;
-    // Per-sample coefficient: go_i * weight * red * s^2 * phi'(n_i)/n_i.
+    // Per-sample coefficient (penalty_math.h): go_i * weight * red * s^2 * phi'(n_i)/n_i.
     const acc_t* gop = go.const_data_ptr<acc_t>();
     const acc_t* npp = nm.const_data_ptr<acc_t>();
     const acc_t red = reduction_factor<acc_t>(static_cast<int>(reduction), batch);
+    const acc_t wss = static_cast<acc_t>(weight * s * s);
     std::vector<acc_t> coef(batch);
-    for (int64_t b = 0; b < batch; ++b) {
-      const acc_t gob = go.numel() == 1 ? gop[0] : gop[b];
-      coef[b] = gob * static_cast<acc_t>(weight * s * s) * red *
-                penalty_coef<acc_t>(npp[b], acc_t(center), acc_t(power), one_sided);
-    }
+    for (int64_t b = 0; b < batch; ++b)
+      coef[b] = backward_coef<acc_t>(go.numel() == 1 ? gop[0] : gop[b], wss, red, npp[b], acc_t(center),
+                                     acc_t(power), one_sided);
     for (size_t k = 0; k < grads.size(); ++k) {
       RowLayout<2> layout({&outs[k], &grads[k]});
       const RowTasks rows(batch, layout.row_numel);

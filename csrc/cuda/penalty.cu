@@ -134,7 +134,7 @@ __global__ void __launch_bounds__(kFinalizeThreads)
       for (int64_t j = li; j < parts_per_row; j += T) ss += static_cast<double>(partials[b * parts_per_row + j]);
     ss = group_sum(ss, t_log2, smem);
     if (li == 0 && b < batch) {
-      const acc_t n = static_cast<acc_t>(sqrt(ss) * s);
+      const acc_t n = sample_norm<acc_t>(ss, s);
       norms[b] = n;
       const acc_t v = penalty_value<acc_t>(n, acc_t(center), acc_t(power), one_sided);
       if (reduction == kNone)
@@ -212,9 +212,8 @@ __global__ void __launch_bounds__(kBlock, kMinBlocksPerSM)
     const int64_t b = local / args.cpr[k];
     const int64_t begin = (local - b * args.cpr[k]) * args.chunk;
     const int64_t end = begin + args.chunk < r.row_numel ? begin + args.chunk : r.row_numel;
-    // Same order of products as the CPU kernel.
-    const acc_t coef = load_any<acc_t>(c.grad_out, b) * wss * red *
-                       penalty_coef<acc_t>(load_any<acc_t>(c.norms, b), acc_t(c.center), acc_t(c.power), c.one_sided);
+    const acc_t coef = backward_coef<acc_t>(load_any<acc_t>(c.grad_out, b), wss, red, load_any<acc_t>(c.norms, b),
+                                            acc_t(c.center), acc_t(c.power), c.one_sided);
     // The strided instance serves launches holding an index-computing layout;
     // its other tensors take the scalar path (same element order, same sums).
     if constexpr (STRIDED) {
@@ -318,17 +317,8 @@ std::vector<at::Tensor> penalty_backward_cuda(const at::Tensor& grad_out, at::Te
                                               double weight, double center, double power, bool one_sided,
                                               int64_t reduction) {
   const char* op = "fastgp::penalty_backward";
-  check_grads(grads, op);
-  check_inv_scale(inv_scale, grads[0], op);
-  check_reduction(reduction, op);
+  check_backward_args(grad_out, grads, norms, inv_scale, reduction, op);
   const int64_t batch = grads[0].size(0);
-  TORCH_CHECK(norms.dim() == 1 && norms.size(0) == batch, op, ": norms must have shape (", batch, ",), got ",
-              norms.sizes());
-  TORCH_CHECK(grad_out.numel() == 1 || (grad_out.dim() == 1 && grad_out.size(0) == batch), op,
-              ": grad_out must be a scalar or have shape (", batch, ",), got ", grad_out.sizes());
-  TORCH_CHECK(norms.device() == grads[0].device() && grad_out.device() == grads[0].device(), op,
-              ": grad_out and norms must be on the gradients' device ", grads[0].device(), ", got ",
-              grad_out.device(), " and ", norms.device());
   const c10::cuda::CUDAGuard guard(grads[0].device());
   CoefArgs c;
   c.norms = any_float(norms, op, "norms");
