@@ -81,6 +81,8 @@ GRAD_CASES = {
     "batch_slice": lambda dt, dev: [_randn(8, 3, 10, dtype=dt, device=dev, seed=11)[::2]],
     "strided_inner": lambda dt, dev: [_randn(4, 60, dtype=dt, device=dev, seed=12)[:, ::3]],
     "channels_last": _channels_last,
+    "channels_last_3d": lambda dt, dev: [_randn(2, 3, 2, 3, 4, dtype=dt, device=dev, seed=18).to(
+        memory_format=torch.channels_last_3d)],
     "permuted_copy": lambda dt, dev: [_randn(4, 5, 6, dtype=dt, device=dev, seed=13).transpose(1, 2)],
     "expanded": lambda dt, dev: [_randn(1, 40, dtype=dt, device=dev, seed=14).expand(3, 40)],
 }
@@ -154,6 +156,43 @@ def test_penalty_is_deterministic(device):
     assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("case", list(GRAD_CASES))
+def test_penalty_backward_outputs_are_empty_like_grads(case, dtype, device):
+    """The op itself (autograd may restride what it returns): strides of empty_like(g), values of the reference."""
+    grads = GRAD_CASES[case](dtype, device)
+    batch = grads[0].shape[0]
+    grad_out = _randn(batch, dtype=dtype, device=device, seed=98)
+    _, norms, ref = _reference(grads, None, grad_out, "none", WGAN_GP)
+    outs = torch.ops.fastgp.triton_penalty_backward(grad_out, grads, norms.to(dtype), None, 10.0, 1.0, 2.0, False, 0)
+    rtol, atol = TOL[dtype]["out"]
+    for out, g, r in zip(outs, grads, ref):
+        assert out.dtype == dtype and out.stride() == torch.empty_like(g).stride(), (out.stride(), g.stride())
+        torch.testing.assert_close(out.double(), r, rtol=rtol, atol=atol)
+
+
+def test_elementwise_rows_copies_only_what_it_must():
+    cl = torch.channels_last
+    real, fake = torch.randn(2, 3, 4, 5).to(memory_format=cl), torch.randn(2, 3, 4, 5)
+    (r, f), out, target, _ = host.elementwise_rows([real, fake])
+    assert target is out and r is real and f.is_contiguous(memory_format=cl)  # fake follows out, no scratch
+    permuted = torch.randn(4, 5, 6).transpose(1, 2)
+    (p,), out, target, layouts = host.elementwise_rows([permuted])
+    assert target is not out and target.is_contiguous() and p.is_contiguous() and layouts == [(30, 1), (30, 1)]
+    assert host.finish(out, target.fill_(2.0)) is out and out.stride() == permuted.stride() and (out == 2).all()
+
+
+def test_penalty_backward_checks_name_the_argument():
+    g, op = [torch.randn(3, 4)], "fastgp::triton_penalty_backward"
+    with pytest.raises(RuntimeError, match=r"grad_out must be a scalar or have shape \(3,\)"):
+        host.check_penalty_backward(torch.ones(2), g, torch.ones(3), None, 1, op)
+    with pytest.raises(RuntimeError, match="grad_out and norms must be on the gradients' device cpu"):
+        host.check_penalty_backward(torch.ones(()), g, torch.ones(3, device="meta"), None, 1, op)
+    with pytest.raises(RuntimeError, match="reduction code"):
+        host.check_penalty_backward(torch.ones(()), g, torch.ones(3), None, 5, op)
+
+
 def test_chunking_splits_long_rows_of_short_batches():
     dev = torch.device(DEVICES[0])
     chunk, chunks = host.chunking(1, 10**7, dev)
@@ -178,15 +217,25 @@ def _interp_case(name, dtype, device):
         return r(2, 3, 4, 5, seed=48).to(memory_format=cl), r(2, 3, 4, 5, seed=49).to(memory_format=cl)
     if name == "channels_last_and_contiguous":
         return r(2, 3, 4, 5, seed=50).to(memory_format=torch.channels_last), r(2, 3, 4, 5, seed=51)
+    if name == "contiguous_and_channels_last":
+        return r(2, 3, 4, 5, seed=56), r(2, 3, 4, 5, seed=57).to(memory_format=torch.channels_last)
+    if name == "channels_last_3d_and_contiguous":
+        return r(2, 3, 2, 3, 4, seed=58).to(memory_format=torch.channels_last_3d), r(2, 3, 2, 3, 4, seed=59)
     if name == "batch_slice":
         return r(8, 3, 10, seed=52)[::2], r(4, 3, 10, seed=53)
     if name == "permuted":
         return r(4, 5, 6, seed=54).transpose(1, 2), r(4, 5, 6, seed=55).transpose(1, 2)
+    if name == "permuted_and_contiguous":
+        return r(4, 5, 6, seed=61).transpose(1, 2), r(4, 6, 5, seed=62)
+    if name == "permuted_4d_and_channels_last":  # a dense permutation that is not channels_last
+        return (r(2, 4, 5, 3, seed=63).permute(0, 3, 2, 1),
+                r(2, 3, 5, 4, seed=64).to(memory_format=torch.channels_last))
     raise KeyError(name)
 
 
 INTERP_CASES = ["B1_long_row", "odd_3d", "one_per_row", "transposed_and_contiguous", "channels_last",
-                "channels_last_and_contiguous", "batch_slice", "permuted"]
+                "channels_last_and_contiguous", "contiguous_and_channels_last", "channels_last_3d_and_contiguous",
+                "batch_slice", "permuted", "permuted_and_contiguous", "permuted_4d_and_channels_last"]
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -202,6 +251,7 @@ def test_interpolate(case, dtype, device):
     out = fastgp.interpolate(real, fake, alpha, backend="triton")
     ref = reference.interpolate(real.double(), fake.double(), alpha.double())
     assert out.dtype == dtype and out.shape == real.shape
+    assert out.stride() == torch.empty_like(real).stride()  # what the fake kernel promises
     rtol, atol = TOL[dtype]["out"]
     torch.testing.assert_close(out.double(), ref, rtol=rtol, atol=atol)
     torch.testing.assert_close(out[0], fake[0], rtol=0, atol=0)

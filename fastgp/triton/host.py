@@ -8,7 +8,10 @@ A layout is (row_stride, inner_stride): element j of row b is at
   * memory order: channels_last(_3d) tensors, whose rows are contiguous
     blocks visited in memory order; fine for a reduction, and for an
     elementwise op when every operand has that layout.
-Anything else is made contiguous first.
+Anything else is copied first. An elementwise op's output is always
+``empty_like(inputs[0])``, as the fake kernels (fastgp/ops.py) promise; when
+that layout has no rows (a dense permutation) the kernel writes a contiguous
+scratch that is copied into it.
 """
 
 from __future__ import annotations
@@ -60,6 +63,22 @@ def check_reduction(reduction: int, op: str) -> None:
         raise RuntimeError(f"{op}: reduction code must be 0 (none), 1 (mean) or 2 (sum), got {reduction}")
 
 
+def check_penalty_backward(grad_out: torch.Tensor, grads: Sequence[torch.Tensor], norms: torch.Tensor,
+                           inv_scale: Optional[torch.Tensor], reduction: int, op: str) -> None:
+    """The checks of penalty_backward in csrc (cpu/fastgp_cpu.cpp, cuda/penalty.cu)."""
+    check_grads(grads, op)
+    check_inv_scale(inv_scale, grads[0], op)
+    check_reduction(reduction, op)
+    batch, device = grads[0].shape[0], grads[0].device
+    if norms.dim() != 1 or norms.shape[0] != batch:
+        raise RuntimeError(f"{op}: norms must have shape ({batch},), got {tuple(norms.shape)}")
+    if grad_out.numel() != 1 and tuple(grad_out.shape) != (batch,):
+        raise RuntimeError(f"{op}: grad_out must be a scalar or have shape ({batch},), got {tuple(grad_out.shape)}")
+    if norms.device != device or grad_out.device != device:
+        raise RuntimeError(f"{op}: grad_out and norms must be on the gradients' device {device}, got "
+                           f"{grad_out.device} and {norms.device}")
+
+
 def check_interpolate(real: torch.Tensor, fake: torch.Tensor, alpha: torch.Tensor, op: str) -> None:
     if real.shape != fake.shape or real.dtype != fake.dtype:
         raise RuntimeError(f"{op}: real is {real.dtype} {tuple(real.shape)} but fake is {fake.dtype} "
@@ -105,18 +124,34 @@ def reduction_rows(t: torch.Tensor) -> Tuple[torch.Tensor, Layout]:
     return t, layout
 
 
-def elementwise_rows(inputs: Sequence[torch.Tensor]) -> Tuple[List[torch.Tensor], torch.Tensor, List[Layout]]:
-    """An output shaped like inputs[0] and one layout per tensor (output first)
-    such that element j of row b means the same element in all of them."""
+def elementwise_rows(inputs: Sequence[torch.Tensor]
+                     ) -> Tuple[List[torch.Tensor], torch.Tensor, torch.Tensor, List[Layout]]:
+    """(inputs, out, target, layouts) for an elementwise op: out is
+    ``empty_like(inputs[0])``, the strides the fake kernels promise; the kernel
+    writes target, with one layout per tensor (target first) such that element j
+    of row b means the same element in all of them. target is out, or, when out
+    has no row layout (a dense permutation), a contiguous scratch that the caller
+    copies into out with finish()."""
     out = torch.empty_like(inputs[0])
     tensors = [out, *inputs]
     for rows in (_logical_rows, _memory_rows):
         layouts = [rows(t) for t in tensors]
         if all(layout is not None for layout in layouts):
-            return list(inputs), out, layouts
-    inputs = [t.contiguous() for t in inputs]
-    out = torch.empty_like(inputs[0])
-    return inputs, out, [_logical_rows(t) for t in (out, *inputs)]
+            return list(inputs), out, out, layouts
+    # Copy the inputs to one layout: channels_last when out has it (no scratch), else contiguous.
+    rows, fmt = _logical_rows, torch.contiguous_format
+    if _logical_rows(out) is None and _memory_rows(out) is not None:
+        rows, fmt = _memory_rows, (torch.channels_last if out.dim() == 4 else torch.channels_last_3d)
+    inputs = [t.contiguous(memory_format=fmt) for t in inputs]
+    target = out if rows(out) is not None else torch.empty_like(inputs[0])
+    return inputs, out, target, [rows(t) for t in (target, *inputs)]
+
+
+def finish(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """out, holding what the kernel wrote to target."""
+    if target is not out:
+        out.copy_(target)
+    return out
 
 
 # ---------------------------------------------------------------- chunking

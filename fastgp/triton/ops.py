@@ -33,12 +33,12 @@ def _cdiv(a, b):
 def triton_interpolate(real: torch.Tensor, fake: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     host.check_interpolate(real, fake, alpha, "fastgp::triton_interpolate")
     a = alpha.to(reference.accumulation_dtype(real.dtype)).contiguous()
-    (real, fake), out, (lo, lr, lf) = host.elementwise_rows([real, fake])
+    (real, fake), out, target, (lo, lr, lf) = host.elementwise_rows([real, fake])
     batch, length = real.shape[0], host.row_len(real)
     if length > 0:
         wrap_triton(kernels.interpolate_kernel)[lambda meta: (batch * _cdiv(length, meta["BLOCK"]),)](
-            out, real, fake, a, length, lo[0], lo[1], lr[0], lr[1], lf[0], lf[1])
-    return out
+            target, real, fake, a, length, lo[0], lo[1], lr[0], lr[1], lf[0], lf[1])
+    return host.finish(out, target)
 
 
 @triton_op("fastgp::triton_penalty_forward", mutates_args=(),
@@ -81,15 +81,8 @@ def triton_penalty_forward(grads: List[torch.Tensor], inv_scale: Optional[torch.
 def triton_penalty_backward(grad_out: torch.Tensor, grads: List[torch.Tensor], norms: torch.Tensor,
                             inv_scale: Optional[torch.Tensor], weight: float, center: float, power: float,
                             one_sided: bool, reduction: int) -> List[torch.Tensor]:
-    op = "fastgp::triton_penalty_backward"
-    host.check_grads(grads, op)
-    host.check_inv_scale(inv_scale, grads[0], op)
-    host.check_reduction(reduction, op)
+    host.check_penalty_backward(grad_out, grads, norms, inv_scale, reduction, "fastgp::triton_penalty_backward")
     batch = grads[0].shape[0]
-    if norms.dim() != 1 or norms.shape[0] != batch:
-        raise RuntimeError(f"{op}: norms must have shape ({batch},), got {tuple(norms.shape)}")
-    if grad_out.numel() != 1 and tuple(grad_out.shape) != (batch,):
-        raise RuntimeError(f"{op}: grad_out must be a scalar or have shape ({batch},), got {tuple(grad_out.shape)}")
     acc = reference.accumulation_dtype(grads[0].dtype)
     go = grad_out.to(acc).reshape(-1)
     nm = norms.to(acc).contiguous()
@@ -97,14 +90,14 @@ def triton_penalty_backward(grad_out: torch.Tensor, grads: List[torch.Tensor], n
                *host.split_double(power, "power"))
     outs = []
     for g in grads:
-        (g,), out, (lo, lg) = host.elementwise_rows([g])
+        (g,), out, target, (lo, lg) = host.elementwise_rows([g])
         length = host.row_len(g)
         if length > 0:
             wrap_triton(kernels.penalty_backward_kernel)[lambda meta: (batch * _cdiv(length, meta["BLOCK"]),)](
-                out, g, go, 0 if go.numel() == 1 else go.stride(0), nm, inv_scale,
+                target, g, go, 0 if go.numel() == 1 else go.stride(0), nm, inv_scale,
                 batch, length, lo[0], lo[1], lg[0], lg[1], *scalars,
                 HAS_SCALE=inv_scale is not None, ONE_SIDED=bool(one_sided), REDUCTION=int(reduction))
-        outs.append(out)
+        outs.append(host.finish(out, target))
     return outs
 
 
