@@ -1,7 +1,7 @@
 """Triton kernels of the fastgp ops. Imported only where triton is.
 
 A row is one sample: element j of row b sits at ``base + b * row_stride +
-j * inner_stride`` (launchers.py reduces every supported layout to that).
+j * inner_stride`` (host.py reduces every supported layout to that).
 Offsets are int64; loads upcast to the accumulation dtype, which each kernel
 reads off an output pointer (float32, float64 for float64 data). Python
 floats reach Triton as float32, so a double travels as two float32 halves
