@@ -40,7 +40,8 @@ def _assert_same_state(a, b):
 def test_resume_is_exact(tmp_path, extra):
     if extra.get("data") == "digits":
         pytest.importorskip("sklearn")
-    common = dict(extra, steps=7, sample_every=0, ckpt_every=0)
+    # --steps changes between the two halves, so no schedule that depends on it (the crash test covers decay)
+    common = dict(extra, steps=7, sample_every=0, ckpt_every=0, lr_decay="none")
     straight = run(tiny(tmp_path, name="straight", **common))
     run(tiny(tmp_path, name="split", **dict(common, steps=3)))
     resumed = run(tiny(tmp_path, name="split", **dict(common, resume="last")))

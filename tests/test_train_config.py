@@ -17,8 +17,12 @@ def test_every_field_has_a_flag_and_defaults_resolve():
         assert "--" + f.name.replace("_", "-") in text
     cfg = resolve(TrainConfig())
     assert (cfg.data, cfg.loss, cfg.model, cfg.gp_weight, cfg.n_critic, cfg.lr, cfg.beta1, cfg.beta2) == \
-        ("ring", "wgan-gp", "mlp", 10.0, 5, 1e-4, 0.0, 0.9)  # WGAN-GP paper defaults
-    assert cfg.name == "ring-wgan-gp" and cfg.d_norm == "none"
+        ("ring", "wgan-gp", "mlp", 0.1, 5, 1e-3, 0.5, 0.9)  # the WGAN-GP toy code's lambda and betas
+    assert cfg.name == "ring-wgan-gp" and cfg.d_norm == "none" and cfg.lr_decay == "linear"
+    paper = resolve(dataclasses.replace(TrainConfig(), data="digits"))
+    assert (paper.gp_weight, paper.n_critic, paper.lr, paper.beta1, paper.beta2, paper.lr_decay) == \
+        (10.0, 5, 1e-4, 0.0, 0.9, "none")  # WGAN-GP paper, Algorithm 1
+    assert (paper.model, paper.g_norm, paper.d_norm) == ("dcgan", "batch", "layer")
 
 
 def test_cli_returns_only_explicit_values():

@@ -94,13 +94,16 @@ def test_fused_backend_trains_like_the_reference(tmp_path, loss):
     """Convergence check: the same short toy run with the C++ ops and with the pure-PyTorch reference."""
     if "cpp" not in fastgp.available_backends("cpu"):
         pytest.skip("the C++ extension is not built")
-    common = dict(steps=12, log_every=1, sample_every=0, ckpt_every=0, hidden=64, loss=loss, r1_every=1)
+    # the paper's lr: float rounding differences between the backends then grow slowly over the steps
+    common = dict(steps=12, log_every=1, sample_every=0, ckpt_every=0, hidden=64, loss=loss, r1_every=1, lr=1e-4,
+                  lr_decay="none")
     fused = _losses(run(tiny(tmp_path, name="cpp", backend="cpp", **common)))
     ref = _losses(run(tiny(tmp_path, name="torch", backend="torch", **common)))
     assert len(fused) == len(ref) == 12
     for a, b in zip(fused, ref):
+        tol = 1e-5 if a["step"] == 1 else 1e-3
         for key in ("loss_d", "loss_g", "penalty", "grad_norm"):
-            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-5), (a["step"], key)
+            assert a[key] == pytest.approx(b[key], rel=tol, abs=1e-6), (a["step"], key)
 
 
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
@@ -119,3 +122,11 @@ def test_batchnorm_critic_with_penalty_is_refused(tmp_path):
         prepare(tiny(tmp_path, data="digits", d_norm="batch", loss="ns-r1"))
     cfg, _, _ = prepare(tiny(tmp_path, d_norm="batch", loss="ns-r1", r1_gamma=0.0))  # no penalty: allowed
     assert cfg.d_norm == "batch"
+
+
+def test_unavailable_backend_and_device_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="--backend triton: fastgp backend 'triton' is unavailable on cpu"):
+        run(tiny(tmp_path, backend="triton", device="cpu"))
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="device='cuda' but torch sees no CUDA device"):
+            run(tiny(tmp_path, device="cuda"))

@@ -54,7 +54,8 @@ class TrainConfig:
                                 auto="mlp for toy and csv data, dcgan for images")
     z_dim: Optional[int] = _opt(None, "dimension of the generator's Gaussian noise", "model",
                                 auto="2 for toy data (as in the WGAN-GP paper), 16 for csv, 64 for images")
-    hidden: int = _opt(512, "MLP: width of the hidden layers", "model")
+    hidden: int = _opt(128, "MLP: width of the hidden layers (the WGAN-GP toy code uses 512: 10x the CPU time)",
+                       "model")
     depth: int = _opt(3, "MLP: number of hidden layers", "model")
     width: int = _opt(64, "DCGAN: channels of the widest critic layer / narrowest generator layer", "model")
     g_norm: Optional[str] = _opt(None, "generator normalization", "model", ("batch", "none"),
@@ -64,19 +65,22 @@ class TrainConfig:
     # ---- objective
     loss: str = _opt("wgan-gp", "objective and gradient penalty: WGAN-GP (two-sided, center 1), one-sided, "
                      "zero-centered on interpolates, or non-saturating loss + lazy R1 on real samples", "loss", LOSSES)
-    gp_weight: float = _opt(10.0, "lambda of the WGAN-GP penalties", "loss")
+    gp_weight: Optional[float] = _opt(None, "lambda of the WGAN-GP penalties", "loss",
+                                      auto="10 (WGAN-GP paper), 0.1 for toy data (the paper's toy code)")
     r1_gamma: float = _opt(1.0, "gamma of R1 (the penalty is gamma/2 * E||grad D(x)||^2)", "loss")
     r1_every: int = _opt(16, "lazy R1: regularize once every k critic steps with gain k (1 = every step)", "loss")
     n_critic: Optional[int] = _opt(None, "critic steps per generator step", "loss", auto="5 for wgan-*, 1 for ns-r1")
     l2_d: float = _opt(0.0, "L2 weight regularization of the critic: adds l2_d * sum ||W||^2", "loss")
     l2_g: float = _opt(0.0, "L2 weight regularization of the generator: adds l2_g * sum ||W||^2", "loss")
     # ---- optimizer (Adam for both networks)
-    lr: float = _opt(1e-4, "Adam learning rate of both networks", "optim")
-    beta1: float = _opt(0.0, "Adam beta1", "optim")
+    lr: Optional[float] = _opt(None, "Adam learning rate of both networks", "optim",
+                               auto="1e-4 (WGAN-GP paper), 1e-3 for toy data (with linear decay: a CPU-minute budget)")
+    beta1: Optional[float] = _opt(None, "Adam beta1", "optim", auto="0 (WGAN-GP paper), 0.5 for toy data (toy code)")
     beta2: float = _opt(0.9, "Adam beta2", "optim")
-    lr_decay: str = _opt("none", "learning-rate schedule over the run", "optim", ("none", "linear"))
+    lr_decay: Optional[str] = _opt(None, "learning-rate schedule: linear decays to 0 at the last step", "optim",
+                                   ("none", "linear"), auto="linear for toy data, none otherwise")
     # ---- run
-    steps: int = _opt(1000, "generator steps (the total, also when resuming)", "run")
+    steps: int = _opt(1500, "generator steps (the total, also when resuming)", "run")
     seed: int = _opt(0, "seed of Python, NumPy and torch (model init, data order, noise, interpolation)", "run")
     device: str = _opt("auto", "where to train", "run", ("auto", "cpu", "cuda"))
     amp: str = _opt("none", "mixed precision: bf16 autocast, or fp16 autocast with a GradScaler", "run",
@@ -87,7 +91,7 @@ class TrainConfig:
     name: Optional[str] = _opt(None, "run name; the run directory is OUT_DIR/NAME", "run", auto="DATA-LOSS")
     out_dir: str = _opt("runs", "parent folder of run directories", "run")
     log_every: int = _opt(25, "steps between metrics.jsonl records and progress-bar updates", "run")
-    sample_every: int = _opt(250, "steps between fixed-noise sample pictures (0 = only at the end)", "run")
+    sample_every: int = _opt(500, "steps between fixed-noise sample pictures (0 = only at the end)", "run")
     ckpt_every: int = _opt(500, "steps between periodic checkpoints (0 = only last.pt)", "run")
     keep_ckpts: int = _opt(3, "periodic checkpoints kept (last.pt is always kept)", "run")
     eval_samples: int = _opt(2500, "samples drawn for the toy mode-coverage metrics (VEEGAN protocol)", "run")
@@ -254,6 +258,10 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
         g_norm=cfg.g_norm or ("batch" if model == "dcgan" else "none"),
         d_norm=cfg.d_norm or ("layer" if model == "dcgan" else "none"),
         n_critic=cfg.n_critic or (5 if wgan else 1),
+        gp_weight=cfg.gp_weight if cfg.gp_weight is not None else (0.1 if toy else 10.0),
+        lr=cfg.lr if cfg.lr is not None else (1e-3 if toy else 1e-4),
+        beta1=cfg.beta1 if cfg.beta1 is not None else (0.5 if toy else 0.0),
+        lr_decay=cfg.lr_decay or ("linear" if toy else "none"),
         threads=cfg.threads if cfg.threads is not None else (1 if model == "mlp" else 0),
         name=cfg.name or f"{cfg.data}-{cfg.loss}")
     penalty = out.gp_weight if wgan else out.r1_gamma

@@ -97,7 +97,10 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         if cfg.batch_size % self.info.world:
             raise ConfigError(f"batch_size={cfg.batch_size} is not divisible by the {self.info.world} processes")
-        self.backend = resolve_backend(cfg.backend, self.device)  # an unavailable backend fails here, with why
+        try:  # an unavailable backend fails here, saying why
+            self.backend = resolve_backend(cfg.backend, self.device)
+        except RuntimeError as e:
+            raise ConfigError(f"--backend {cfg.backend}: {e}") from None
         distributed.init(self.info, self.device)
         self.wgan = cfg.loss.startswith("wgan")
         self.lazy_r1 = not self.wgan and cfg.r1_gamma > 0 and cfg.r1_every > 1
@@ -392,12 +395,14 @@ class Trainer:
         samples = self.data.to_native(self.generate(self.fixed_noise))
         return mode_metrics(samples, self.data.centers, self.data.std)
 
-    def pictures(self, final: bool) -> None:
+    def pictures(self, final: bool, metrics: Optional[Dict[str, Any]] = None) -> None:
         """Fixed-noise samples as a PNG (samples/step_*.png); at the end samples.png and losses.png too."""
         cfg = self.cfg
         fake = self.generate(self.fixed_noise)
         path = os.path.join(self.dir, "samples", f"step_{self.step:07d}.png")
         title = f"{cfg.name}: step {self.step}"
+        if metrics:
+            title += f", {metrics['modes']}/{metrics['n_modes']} modes, {metrics['hq_percent']:.1f}% HQ"
         from . import plots
 
         if cfg.model == "dcgan":
@@ -433,7 +438,7 @@ class Trainer:
     # ------------------------------------------------------------- loop
     def fit(self) -> Dict[str, Any]:
         cfg, main = self.cfg, self.info.main
-        start, t_start = self.step, time.perf_counter()
+        start, t_start, cpu_start = self.step, time.perf_counter(), time.process_time()
         bar = None
         if main and cfg.progress:
             from tqdm.auto import tqdm
@@ -460,7 +465,7 @@ class Trainer:
                         metrics = self.evaluate()
                         if metrics:
                             self._log({"kind": "eval", "step": self.step, **metrics})
-                        self.pictures(final=last)
+                        self.pictures(final=last, metrics=metrics)
                 if (cfg.ckpt_every and self.step % cfg.ckpt_every == 0) or last:
                     self.save()
                 if bar is not None:
@@ -471,14 +476,15 @@ class Trainer:
         if start >= cfg.steps:  # nothing to do (resumed a finished run): still write the pictures
             self._check_finite()
             if main:
-                self.pictures(final=True)
+                self.pictures(final=True, metrics=self.evaluate())
         distributed.barrier(self.info)
-        return self._summary(start, time.perf_counter() - t_start)
+        return self._summary(start, time.perf_counter() - t_start, time.process_time() - cpu_start)
 
-    def _summary(self, start: int, seconds: float) -> Dict[str, Any]:
+    def _summary(self, start: int, seconds: float, cpu_seconds: float) -> Dict[str, Any]:
         cfg = self.cfg
         summary: Dict[str, Any] = {"name": cfg.name, "run_dir": self.dir, "steps": self.step,
                                    "steps_this_run": self.step - start, "seconds": round(seconds, 2),
+                                   "cpu_seconds": round(cpu_seconds, 2),
                                    "device": str(self.device), "backend": self.backend, "processes": self.info.world}
         summary.update(self.evaluate() if self.info.main else {})
         if not self.info.main:
