@@ -24,7 +24,9 @@ EXPECTED = ("config.json", "metrics.jsonl", "samples.png", "losses.png", "summar
 def _check_run_dir(d, steps):
     for name in EXPECTED:
         assert os.path.isfile(os.path.join(d, name)), name
-    for png in ["samples.png", "losses.png"] + [os.path.join("samples", p) for p in os.listdir(os.path.join(d, "samples"))]:
+    periodic = [os.path.join("samples", p) for p in os.listdir(os.path.join(d, "samples"))]
+    assert periodic
+    for png in ["samples.png", "losses.png"] + periodic:
         with Image.open(os.path.join(d, png)) as im:
             im.load()  # decodes the whole image
             assert im.width > 16 and im.height > 16
@@ -101,8 +103,10 @@ def test_cli_prints_mode_metrics_and_keeps_checkpoints(tmp_path, capsys):
 
 
 def test_module_entry_point_help():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
     out = subprocess.run([sys.executable, "-m", "fastgp.train", "--help"], capture_output=True, text=True,
-                         timeout=120, check=True).stdout
+                         timeout=120, check=True, cwd=root, env=env).stdout
     for flag in ("--data", "--loss", "--gp-weight", "--r1-every", "--l2-d", "--amp", "--backend", "--resume",
                  "--device", "--config", "--keep-ckpts"):
         assert flag in out

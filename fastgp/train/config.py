@@ -105,7 +105,7 @@ FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 # Fields that fix the shapes of the saved tensors: a checkpoint is only compatible if they agree.
 STRUCTURAL = ("data", "image_size", "channels", "model", "z_dim", "hidden", "depth", "width", "g_norm", "d_norm",
               "loss", "amp")
-_HYPHEN_TYPES = {int: int, float: float, str: str}
+_CONVERTERS = {int: int, float: float, str: str}
 
 
 def _base_type(name: str):
@@ -195,7 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fastgp-train",
         description="Train a GAN with a fastgp gradient penalty. With no arguments: WGAN-GP on the 8-Gaussians "
                     "ring on CPU (about a minute). Multi-process: torchrun --nproc_per_node=N -m fastgp.train ...",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter, argument_default=argparse.SUPPRESS)
+        epilog="examples: fastgp-train --data grid --steps 8000 | fastgp-train --data images --data-path DIR "
+               "--device cuda --amp bf16 | fastgp-train --data csv --data-path table.csv | fastgp-train --resume last",
+        argument_default=argparse.SUPPRESS)
     parser.add_argument("--config", metavar="FILE", help="JSON (or YAML) file of options; explicit flags win")
     groups: Dict[str, argparse._ArgumentGroup] = {}
     for f in dataclasses.fields(TrainConfig):
@@ -213,9 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices = f.metadata.get("choices")
         if choices and optional:
             choices = ("auto",) + tuple(choices)
-        conv = _HYPHEN_TYPES[typ]
+        conv = _CONVERTERS[typ]
         if optional:
-            def conv(s, _t=_HYPHEN_TYPES[typ]):
+            def conv(s, _t=_CONVERTERS[typ]):
                 return s if s == "auto" else _t(s)
         group.add_argument(flag, dest=f.name, type=conv, choices=choices, help=help_text,
                            metavar=None if choices else typ.__name__.upper())

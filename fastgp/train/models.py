@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from typing import Tuple
 
-import torch
 from torch import nn
 
 from .config import ConfigError, TrainConfig

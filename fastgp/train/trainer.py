@@ -177,7 +177,8 @@ class Trainer:
             "scaler_g": self.scaler_g.state_dict() if self.scaler_g else None,
             "scaler_d": self.scaler_d.state_dict() if self.scaler_d else None,
             "rng": global_rng_state(), "fixed_noise": self.fixed_noise, "data": extra,
-            "world_size": self.info.world, "torch_version": str(torch.__version__), "fastgp_version": fastgp.__version__,
+            "world_size": self.info.world, "torch_version": str(torch.__version__),
+            "fastgp_version": fastgp.__version__,
         }
 
     def save(self) -> None:
@@ -279,7 +280,9 @@ class Trainer:
         l2 = regularizers.l2_weights(self.D.parameters(), cfg.l2_d)
         if l2 is not None:
             total = total + l2
-        stats = {"loss_d": adv.detach(), "wdist": (d_real.mean() - d_fake.mean()).detach()}
+        # E D(real) - E D(fake): the Wasserstein estimate of a WGAN critic
+        gap = (d_real.mean() - d_fake.mean()).detach()
+        stats = {"loss_d": adv.detach(), "wdist" if self.wgan else "score_gap": gap}
         if penalty is not None:
             stats["penalty"] = penalty.detach()
             stats["grad_norm"] = norms.mean()
