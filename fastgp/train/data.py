@@ -1,0 +1,244 @@
+"""Training data: toy 2-D mixtures, CSV tables, image folders, scikit-learn digits.
+
+A dataset hands out global batch number ``index`` deterministically
+(``batch(index, batch_size)``), so processes under torchrun slice the same
+global batch and a resumed run sees the batches a straight run would.
+Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from typing import List, Optional, Tuple
+
+import torch
+
+from .config import ConfigError, TrainConfig
+from .seeding import DATA, stream
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+class Dataset:
+    """Base: `shape` of one sample; `to_native` undoes the training-time normalization."""
+
+    kind: str
+    shape: Tuple[int, ...]
+
+    def batch(self, index: int, batch_size: int, seed: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def to_native(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def from_native(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+# ------------------------------------------------------------------ toys
+class ToyMixture(Dataset):
+    """Isotropic Gaussians at `centers` (native units); trained on centers / scale.
+
+    ring: 8 modes on the unit circle, std 0.01; grid: 25 modes on {-4,-2,0,2,4}^2,
+    std 0.05 -- the geometry of the VEEGAN/PacGAN evaluations. The grid is
+    trained divided by 2.828 as in the WGAN-GP toy code.
+    """
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self.shape = (2,)
+        if kind == "ring":
+            angles = torch.arange(8, dtype=torch.float64) * (2 * math.pi / 8)  # 8 distinct modes, no endpoint
+            self.centers = torch.stack([angles.cos(), angles.sin()], dim=1)
+            self.std, self.scale = 0.01, 1.0
+        elif kind == "grid":
+            axis = torch.arange(-4, 5, 2, dtype=torch.float64)
+            self.centers = torch.cartesian_prod(axis, axis)
+            self.std, self.scale = 0.05, 2.828
+        else:
+            raise ValueError(kind)
+
+    def batch(self, index, batch_size, seed):
+        g = stream(seed, DATA, index)
+        which = torch.randint(len(self.centers), (batch_size,), generator=g)
+        x = self.centers[which] + self.std * torch.randn(batch_size, 2, generator=g, dtype=torch.float64)
+        return (x / self.scale).float()
+
+    def to_native(self, x):
+        return x * self.scale
+
+    def from_native(self, x):
+        return x / self.scale
+
+
+class SwissRoll(Dataset):
+    """scikit-learn's make_swiss_roll (noise 0.25) on dims (0, 2), divided by 7.5 as in the WGAN-GP toy code."""
+
+    kind, shape, noise, scale = "swissroll", (2,), 0.25, 7.5
+
+    def batch(self, index, batch_size, seed):
+        g = stream(seed, DATA, index)
+        t = 1.5 * math.pi * (1 + 2 * torch.rand(batch_size, generator=g, dtype=torch.float64))
+        x = torch.stack([t * t.cos(), t * t.sin()], dim=1)
+        x = x + self.noise * torch.randn(batch_size, 2, generator=g, dtype=torch.float64)
+        return (x / self.scale).float()
+
+    def to_native(self, x):
+        return x * self.scale
+
+    def from_native(self, x):
+        return x / self.scale
+
+
+# ----------------------------------------------------------- finite sets
+class TensorDataset(Dataset):
+    """A finite dataset in memory; each epoch is a seeded permutation, the last partial batch dropped."""
+
+    def __init__(self, kind: str, data: torch.Tensor):
+        self.kind, self.data, self.shape = kind, data, tuple(data.shape[1:])
+        self._perm: Optional[Tuple[int, torch.Tensor]] = None
+
+    def __len__(self):
+        return self.data.shape[0]
+
+    def check_batch_size(self, batch_size: int) -> None:
+        if len(self) < batch_size:
+            raise ConfigError(f"the {self.kind} dataset has {len(self)} samples, fewer than batch_size={batch_size}; "
+                              "lower --batch-size")
+
+    def indices(self, index: int, batch_size: int, seed: int) -> torch.Tensor:
+        per_epoch = len(self) // batch_size
+        epoch, pos = divmod(index, per_epoch)
+        if self._perm is None or self._perm[0] != epoch:
+            self._perm = (epoch, torch.randperm(len(self), generator=stream(seed, DATA, epoch)))
+        return self._perm[1][pos * batch_size:(pos + 1) * batch_size]
+
+    def batch(self, index, batch_size, seed):
+        return self.data[self.indices(index, batch_size, seed)]
+
+
+class TableDataset(TensorDataset):
+    """Numeric CSV columns, standardized per column; `to_native` restores the units."""
+
+    def __init__(self, data: torch.Tensor, columns: List[str], mean: torch.Tensor, std: torch.Tensor):
+        super().__init__("csv", data)
+        self.columns, self.mean, self.std = columns, mean, std
+
+    def to_native(self, x):
+        return x * self.std.to(x) + self.mean.to(x)
+
+    def from_native(self, x):
+        return (x - self.mean.to(x)) / self.std.to(x)
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
+
+
+def load_csv(path: str) -> TableDataset:
+    """Keeps the columns whose every non-empty cell is a number; rows with an empty kept cell are dropped."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"data_path {path!r} is not a file (data=csv needs a CSV file)")
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+    if not rows:
+        raise ConfigError(f"the CSV file {path!r} is empty")
+    has_header = not all(_is_number(c) for c in rows[0] if c.strip())
+    header = [c.strip() or f"column{i}" for i, c in enumerate(rows[0])] if has_header else \
+        [f"column{i}" for i in range(len(rows[0]))]
+    body = rows[1:] if has_header else rows
+    width = len(header)
+    if any(len(r) != width for r in body):
+        bad = next(i for i, r in enumerate(body) if len(r) != width)
+        raise ConfigError(f"the CSV file {path!r} has {width} columns in its first row but {len(body[bad])} in "
+                          f"data row {bad + 1}")
+    keep = [j for j in range(width) if all(_is_number(r[j]) or not r[j].strip() for r in body)
+            and any(r[j].strip() for r in body)]
+    if not keep:
+        raise ConfigError(f"the CSV file {path!r} has no numeric column")
+    values = [[float(r[j]) for j in keep] for r in body if all(r[j].strip() for j in keep)]
+    if len(values) < 2:
+        raise ConfigError(f"the CSV file {path!r} has fewer than 2 complete numeric rows")
+    x = torch.tensor(values, dtype=torch.float64)
+    mean, std = x.mean(0), x.std(0)
+    std = torch.where(std > 0, std, torch.ones_like(std))  # a constant column stays constant
+    return TableDataset(((x - mean) / std).float(), [header[j] for j in keep], mean.float(), std.float())
+
+
+def _image_files(folder: str) -> List[str]:
+    files = []
+    for root, _, names in os.walk(folder):
+        files += [os.path.join(root, n) for n in names if n.lower().endswith(IMAGE_SUFFIXES)]
+    return sorted(files)
+
+
+def load_image_folder(folder: str, size: int, channels: int) -> TensorDataset:
+    """Every image file under `folder` (recursively), center-cropped square, resized, scaled to [-1, 1]."""
+    try:
+        from PIL import Image
+    except ImportError:
+        raise ConfigError("data=images needs Pillow: pip install 'fastgp[train]'") from None
+    if not os.path.isdir(folder):
+        raise ConfigError(f"data_path {folder!r} is not a folder (data=images needs a folder of image files)")
+    files = _image_files(folder)
+    if not files:
+        raise ConfigError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) under {folder!r}")
+    out = torch.empty(len(files), channels, size, size, dtype=torch.uint8)
+    for i, path in enumerate(files):
+        try:
+            with Image.open(path) as im:
+                im = im.convert("RGB" if channels == 3 else "L")
+                w, h = im.size
+                side = min(w, h)
+                im = im.crop(((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side))
+                im = im.resize((size, size), Image.BICUBIC)
+                t = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
+        except OSError as e:
+            raise ConfigError(f"cannot read image {path!r}: {e}") from None
+        out[i] = t.view(size, size, channels).permute(2, 0, 1)
+    return TensorDataset("images", out.float() / 127.5 - 1)
+
+
+def load_digits() -> TensorDataset:
+    """scikit-learn's bundled 8x8 digits (1797 images, shipped inside the package)."""
+    try:
+        from sklearn.datasets import load_digits as sk_digits
+    except ImportError:
+        raise ConfigError("data=digits needs scikit-learn: pip install 'fastgp[train]'") from None
+    images = torch.as_tensor(sk_digits().images, dtype=torch.float32)  # values 0..16
+    return TensorDataset("digits", (images / 8 - 1).unsqueeze(1))
+
+
+def build_dataset(cfg: TrainConfig) -> Dataset:
+    if cfg.data in ("ring", "grid"):
+        return ToyMixture(cfg.data)
+    if cfg.data == "swissroll":
+        return SwissRoll()
+    if cfg.data == "csv":
+        ds = load_csv(cfg.data_path)
+    elif cfg.data == "images":
+        ds = load_image_folder(cfg.data_path, cfg.image_size, cfg.channels)
+    else:
+        ds = load_digits()
+    ds.check_batch_size(cfg.batch_size)
+    return ds
+
+
+def shard(x: torch.Tensor, rank: int, world: int) -> torch.Tensor:
+    """This process's contiguous part of a global batch."""
+    n = x.shape[0] // world
+    return x[rank * n:(rank + 1) * n]
+
+
+def real_samples(ds: Dataset, n: int, seed: int) -> torch.Tensor:
+    """n real samples for pictures and metrics (from an unused batch range; finite sets: the first n of a pass)."""
+    if isinstance(ds, TensorDataset):
+        return ds.data[torch.randperm(len(ds), generator=stream(seed, DATA, -1))[:n]]
+    return ds.batch(-1, n, seed)
+

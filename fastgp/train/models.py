@@ -1,0 +1,95 @@
+"""Generators and critics: MLPs for toy and tabular data, DCGAN-style convnets for images.
+
+Critics return one score per sample, shape (B,). Their activations are never
+in-place (an in-place LeakyReLU has no double backward) and their
+normalization is per sample (LayerNorm) or absent: a BatchNorm critic couples
+the samples, which the config refuses together with a gradient penalty.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Tuple
+
+from torch import nn
+
+from .config import ConfigError, TrainConfig
+
+
+def _norm1d(kind: str, n: int) -> nn.Module:
+    return {"batch": lambda: nn.BatchNorm1d(n), "layer": lambda: nn.LayerNorm(n), "none": nn.Identity}[kind]()
+
+
+def _norm2d(kind: str, c: int) -> nn.Module:
+    # "layer": normalization over (C, H, W) of each sample, i.e. GroupNorm with one group.
+    return {"batch": lambda: nn.BatchNorm2d(c), "layer": lambda: nn.GroupNorm(1, c), "none": nn.Identity}[kind]()
+
+
+class MLP(nn.Module):
+    def __init__(self, n_in: int, n_out: int, hidden: int, depth: int, norm: str, act: str):
+        super().__init__()
+        layers, width = [], n_in
+        for _ in range(depth):
+            layers += [nn.Linear(width, hidden), _norm1d(norm, hidden),
+                       nn.ReLU() if act == "relu" else nn.LeakyReLU(0.2)]
+            width = hidden
+        layers.append(nn.Linear(width, n_out))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class MLPCritic(MLP):
+    def forward(self, x):
+        return self.net(x).squeeze(-1)
+
+
+class DCGANGenerator(nn.Module):
+    """z -> 4x4 feature map -> transposed convolutions doubling the side -> tanh image (BatchNorm by default)."""
+
+    def __init__(self, z_dim: int, size: int, channels: int, width: int, norm: str):
+        super().__init__()
+        levels = int(math.log2(size // 4))
+        c = width * 2 ** (levels - 1) if levels > 0 else width
+        self.top = (c, 4, 4)
+        self.fc = nn.Linear(z_dim, c * 16)
+        blocks = [_norm2d(norm, c), nn.ReLU()]
+        for _ in range(levels):
+            blocks += [nn.ConvTranspose2d(c, max(c // 2, 8), 4, 2, 1), _norm2d(norm, max(c // 2, 8)), nn.ReLU()]
+            c = max(c // 2, 8)
+        blocks += [nn.Conv2d(c, channels, 3, 1, 1), nn.Tanh()]
+        self.net = nn.Sequential(*blocks)
+
+    def forward(self, z):
+        return self.net(self.fc(z).view(z.shape[0], *self.top))
+
+
+class DCGANCritic(nn.Module):
+    """Strided convolutions halving the side down to 4x4, LeakyReLU(0.2), then a linear score."""
+
+    def __init__(self, size: int, channels: int, width: int, norm: str):
+        super().__init__()
+        levels = int(math.log2(size // 4))
+        layers, c_in, c = [], channels, width
+        for i in range(levels):
+            layers += [nn.Conv2d(c_in, c, 4, 2, 1), nn.Identity() if i == 0 else _norm2d(norm, c), nn.LeakyReLU(0.2)]
+            c_in, c = c, c * 2
+        self.features = nn.Sequential(*layers)
+        self.score = nn.Linear(c_in * 16, 1)
+
+    def forward(self, x):
+        return self.score(self.features(x).flatten(1)).squeeze(-1)
+
+
+def build_models(cfg: TrainConfig, sample_shape: Tuple[int, ...]) -> Tuple[nn.Module, nn.Module]:
+    """(generator, critic) for a resolved config and the shape of one data sample."""
+    if cfg.d_norm == "batch" and (cfg.gp_weight if cfg.loss.startswith("wgan") else cfg.r1_gamma) > 0:
+        raise ConfigError("a BatchNorm critic is refused with a gradient penalty (see --d-norm)")
+    if cfg.model == "mlp":
+        dim = sample_shape[0]
+        return (MLP(cfg.z_dim, dim, cfg.hidden, cfg.depth, cfg.g_norm, "relu"),
+                MLPCritic(dim, 1, cfg.hidden, cfg.depth, cfg.d_norm, "relu"))
+    channels, size = sample_shape[0], sample_shape[-1]
+    return (DCGANGenerator(cfg.z_dim, size, channels, cfg.width, cfg.g_norm),
+            DCGANCritic(size, channels, cfg.width, cfg.d_norm))

@@ -1,0 +1,509 @@
+"""The training loop: critic steps with a fastgp penalty, generator steps,
+logging, pictures, checkpoints, resume, and DDP under torchrun.
+
+A step is one generator update preceded by ``n_critic`` critic updates. All
+randomness of step s comes from generators keyed by (seed, s), see seeding.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from typing import Any, Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+
+import fastgp
+from fastgp.backends import resolve as resolve_backend
+
+from . import checkpoint, distributed, regularizers
+from .config import TOY_DATA, ConfigError, TrainConfig, differences, from_dict, overlay, resolve, to_dict
+from .data import TableDataset, TensorDataset, ToyMixture, build_dataset, real_samples, shard
+from .metrics import mode_metrics
+from .models import build_models
+from .seeding import ALPHA, FIXED, NOISE, global_rng_state, seed_everything, set_global_rng_state, stream
+
+N_IMAGES = 64  # fixed-noise images per picture
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN or infinite; the message names the step and the last good checkpoint."""
+
+
+def run_dir(cfg: TrainConfig) -> str:
+    return os.path.join(cfg.out_dir, cfg.name)
+
+
+def prepare(overrides: Optional[Dict[str, Any]] = None):
+    """(resolved config, checkpoint dict or None, its path) from explicit option values.
+
+    Without resume: defaults <- overrides. With resume: the checkpoint's config
+    <- overrides, refusing changes of the options that fix tensor shapes.
+    """
+    overrides = dict(overrides or {})
+    cfg = overlay(TrainConfig(), overrides)
+    if not cfg.resume:
+        return resolve(cfg), None, None
+    path = checkpoint.resume_path(cfg.resume, run_dir(resolve(cfg)))
+    if cfg.resume == "last" and not os.path.isfile(path):
+        raise checkpoint.CheckpointError(f"--resume last: no checkpoint at {path!r} (run directory "
+                                         f"{run_dir(resolve(cfg))!r}); pass --name/--out-dir of the run or a path")
+    ckpt = checkpoint.load(path)
+    try:
+        saved = resolve(from_dict(ckpt["config"]))
+        merged = resolve(overlay(saved, overrides))
+    except ConfigError as e:
+        raise checkpoint.CheckpointError(f"checkpoint {path!r} holds a config this trainer cannot use: {e}") from None
+    diff = differences(saved, merged)
+    if diff:
+        what = "; ".join(f"{k}: checkpoint {a!r}, requested {b!r}" for k, (a, b) in diff.items())
+        raise checkpoint.CheckpointError(f"checkpoint {path!r} is incompatible with the requested run ({what}); "
+                                         "these options fix the trained tensors and cannot change on resume")
+    return merged, ckpt, path
+
+
+def run(overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Trains from option values (as on the command line) and returns the run summary."""
+    info = distributed.from_env()
+    cfg, ckpt, path = prepare(overrides)
+    try:
+        return Trainer(cfg, info, ckpt, path).fit()
+    finally:
+        distributed.shutdown()
+
+
+def _device(cfg: TrainConfig, info: distributed.Dist) -> torch.device:
+    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise ConfigError("device='cuda' but torch sees no CUDA device; use --device cpu or auto")
+        torch.cuda.set_device(info.local_rank)
+        return torch.device("cuda", info.local_rank)
+    return torch.device("cpu")
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, info: Optional[distributed.Dist] = None,
+                 ckpt: Optional[Dict[str, Any]] = None, ckpt_path: Optional[str] = None):
+        self.cfg, self.info = cfg, info or distributed.Dist()
+        self.device = _device(cfg, self.info)
+        if self.device.type == "cpu" and cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        if cfg.batch_size % self.info.world:
+            raise ConfigError(f"batch_size={cfg.batch_size} is not divisible by the {self.info.world} processes")
+        try:  # an unavailable backend fails here, saying why
+            self.backend = resolve_backend(cfg.backend, self.device)
+        except RuntimeError as e:
+            raise ConfigError(f"--backend {cfg.backend}: {e}") from None
+        distributed.init(self.info, self.device)
+        self.wgan = cfg.loss.startswith("wgan")
+        self.lazy_r1 = not self.wgan and cfg.r1_gamma > 0 and cfg.r1_every > 1
+
+        seed_everything(cfg.seed)
+        self.data = build_dataset(cfg)
+        g, d = build_models(cfg, self.data.shape)
+        self.G, self.D = g.to(self.device), d.to(self.device)
+        self.g_net, self.d_net = self.G, self.D  # what the steps call: DDP wrappers when distributed
+        if self.info.enabled:
+            if self.device.type == "cuda":
+                self.G = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.G)
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.g_net = DistributedDataParallel(self.G, device_ids=ids)
+            self.d_net = DistributedDataParallel(self.D, device_ids=ids)
+        betas = (float(cfg.beta1), float(cfg.beta2))
+        self.lr_d, betas_d = regularizers.lazy_adam(cfg.lr, betas, cfg.r1_every if self.lazy_r1 else 1)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=betas)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=self.lr_d, betas=betas_d)
+        fp16 = cfg.amp == "fp16"
+        self.scaler_g = torch.amp.GradScaler(self.device.type) if fp16 else None
+        self.scaler_d = torch.amp.GradScaler(self.device.type) if fp16 else None
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+
+        n_fixed = N_IMAGES if cfg.model == "dcgan" else cfg.eval_samples
+        self.fixed_noise = torch.randn(n_fixed, cfg.z_dim, generator=stream(cfg.seed, FIXED))
+        n_ref = min(n_fixed, len(self.data)) if isinstance(self.data, TensorDataset) else n_fixed
+        self.real_ref = real_samples(self.data, n_ref, cfg.seed)
+        self.step = 0
+        self.records: List[Dict[str, Any]] = []
+        self.dir = run_dir(cfg)
+        self.ckpt_dir = os.path.join(self.dir, "checkpoints")
+        self.last_good: Optional[str] = None
+        self._prepare_dir(ckpt is not None)
+        if ckpt is not None:
+            self._load(ckpt, ckpt_path)
+        self._reset_window()
+
+    # ------------------------------------------------------------ files
+    def _prepare_dir(self, resuming: bool) -> None:
+        last = checkpoint.find_last(self.dir)
+        if not resuming and last and not self.cfg.overwrite:
+            raise ConfigError(f"run directory {self.dir!r} already holds a run ({last}); pass --resume last to "
+                              "continue it, --overwrite to start over, or --name for a new run")
+        if self.info.main:
+            if not resuming and self.cfg.overwrite:
+                for sub in ("checkpoints", "samples"):
+                    shutil.rmtree(os.path.join(self.dir, sub), ignore_errors=True)
+                for name in ("metrics.jsonl", "summary.json"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(os.path.join(self.dir, name))
+            os.makedirs(self.ckpt_dir, exist_ok=True)
+            os.makedirs(os.path.join(self.dir, "samples"), exist_ok=True)
+            with open(os.path.join(self.dir, "config.json"), "w", encoding="utf-8") as f:
+                json.dump(to_dict(self.cfg), f, indent=2)
+                f.write("\n")
+        distributed.barrier(self.info)
+
+    def _log(self, record: Dict[str, Any]) -> None:
+        self.records.append(record)
+        if self.info.main:
+            with open(os.path.join(self.dir, "metrics.jsonl"), "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+
+    # ------------------------------------------------------- checkpoints
+    def state(self) -> Dict[str, Any]:
+        extra = {}
+        if isinstance(self.data, TableDataset):
+            extra = {"mean": self.data.mean, "std": self.data.std, "columns": list(self.data.columns)}
+        return {
+            "format": checkpoint.FORMAT, "version": checkpoint.VERSION, "config": to_dict(self.cfg),
+            "step": self.step, "generator": self.G.state_dict(), "critic": self.D.state_dict(),
+            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+            "scaler_g": self.scaler_g.state_dict() if self.scaler_g else None,
+            "scaler_d": self.scaler_d.state_dict() if self.scaler_d else None,
+            "rng": global_rng_state(), "fixed_noise": self.fixed_noise, "data": extra,
+            "world_size": self.info.world, "torch_version": str(torch.__version__),
+            "fastgp_version": fastgp.__version__,
+        }
+
+    def save(self) -> None:
+        """last.pt always, step_*.pt every ckpt_every steps; only finite states are saved."""
+        self._check_finite()
+        if not self.info.main:
+            return
+        state = self.state()
+        last = os.path.join(self.ckpt_dir, "last.pt")
+        checkpoint.save_atomic(state, last)
+        if self.cfg.ckpt_every and self.step % self.cfg.ckpt_every == 0 and self.cfg.keep_ckpts:
+            checkpoint.save_atomic(state, os.path.join(self.ckpt_dir, checkpoint.periodic_name(self.step)))
+            checkpoint.retain(self.ckpt_dir, self.cfg.keep_ckpts)
+        self.last_good = last
+
+    def _load(self, ckpt: Dict[str, Any], path: Optional[str]) -> None:
+        try:
+            self.G.load_state_dict(ckpt["generator"])
+            self.D.load_state_dict(ckpt["critic"])
+            self.opt_g.load_state_dict(ckpt["opt_g"])
+            self.opt_d.load_state_dict(ckpt["opt_d"])
+            for scaler, key in ((self.scaler_g, "scaler_g"), (self.scaler_d, "scaler_d")):
+                if scaler is not None and ckpt.get(key):
+                    scaler.load_state_dict(ckpt[key])
+            set_global_rng_state(ckpt["rng"])
+        except (RuntimeError, KeyError, ValueError, TypeError) as e:
+            raise checkpoint.CheckpointError(f"checkpoint {path!r} does not fit this model or trainer: "
+                                             f"{str(e).splitlines()[0]}") from None
+        self.step = int(ckpt["step"])
+        self.fixed_noise = ckpt.get("fixed_noise", self.fixed_noise)
+        self.last_good = path
+        metrics = os.path.join(self.dir, "metrics.jsonl")
+        if os.path.isfile(metrics):  # drop what was logged after the checkpoint (a crash, a kill)
+            with open(metrics, encoding="utf-8") as f:
+                self.records = [r for r in map(json.loads, filter(str.strip, f)) if r["step"] <= self.step]
+            if self.info.main:
+                with open(metrics, "w", encoding="utf-8") as f:
+                    f.writelines(json.dumps(r) + "\n" for r in self.records)
+
+    # ------------------------------------------------------------ batches
+    def _shard(self, x: torch.Tensor) -> torch.Tensor:
+        return shard(x, self.info.rank, self.info.world).to(self.device, non_blocking=True)
+
+    def real_batch(self, step: int, k: int) -> torch.Tensor:
+        index = step * self.cfg.n_critic + k
+        return self._shard(self.data.batch(index, self.cfg.batch_size, self.cfg.seed))
+
+    def noise(self, step: int, k: int) -> torch.Tensor:
+        return self._shard(torch.randn(self.cfg.batch_size, self.cfg.z_dim, generator=stream(self.cfg.seed, NOISE,
+                                                                                               step, k)))
+
+    def alpha(self, step: int, k: int) -> torch.Tensor:
+        return self._shard(torch.rand(self.cfg.batch_size, generator=stream(self.cfg.seed, ALPHA, step, k)))
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _update(self, loss: torch.Tensor, opt: torch.optim.Optimizer, scaler) -> None:
+        """One backward of the whole loss (the DDP-correct scheme, see distributed.py), one optimizer step."""
+        opt.zero_grad(set_to_none=True)
+        if scaler is None:
+            loss.backward()
+            opt.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+
+    # -------------------------------------------------------------- steps
+    def critic_loss(self, step: int, k: int):
+        """(total loss, stats) of critic update k of step `step`."""
+        cfg = self.cfg
+        real, z = self.real_batch(step, k), self.noise(step, k)
+        with torch.no_grad(), self._autocast():
+            fake = self.G(z).float()
+        with self._autocast():
+            out = self.d_net(torch.cat([real, fake])).float()
+        d_real, d_fake = out[:real.shape[0]], out[real.shape[0]:]
+        if self.wgan:
+            adv = d_fake.mean() - d_real.mean()
+        else:
+            adv = F.softplus(d_fake).mean() + F.softplus(-d_real).mean()
+        penalty, norms = None, None
+        if self.wgan and cfg.gp_weight > 0:
+            with self._autocast():
+                penalty, norms = fastgp.gradient_penalty(
+                    self.d_net, real, fake, weight=cfg.gp_weight, center=0.0 if cfg.loss == "wgan-gp-zero" else 1.0,
+                    one_sided=cfg.loss == "wgan-gp-one-sided", alpha=self.alpha(step, k), scaler=self.scaler_d,
+                    return_norms=True, backend=self.backend)
+        elif not self.wgan and cfg.r1_gamma > 0 and not self.lazy_r1:
+            with self._autocast():
+                penalty, norms = regularizers.r1(self.d_net, real, cfg.r1_gamma, scaler=self.scaler_d,
+                                                 backend=self.backend)
+        total = adv
+        if penalty is not None:
+            total = total + penalty
+        l2 = regularizers.l2_weights(self.D.parameters(), cfg.l2_d)
+        if l2 is not None:
+            total = total + l2
+        # E D(real) - E D(fake): the Wasserstein estimate of a WGAN critic
+        gap = (d_real.mean() - d_fake.mean()).detach()
+        stats = {"loss_d": adv.detach(), "wdist" if self.wgan else "score_gap": gap}
+        if penalty is not None:
+            stats["penalty"] = penalty.detach()
+            stats["grad_norm"] = norms.mean()
+        return total, stats
+
+    def critic_step(self, step: int, k: int) -> Dict[str, torch.Tensor]:
+        total, stats = self.critic_loss(step, k)
+        self._update(total, self.opt_d, self.scaler_d)
+        if self.lazy_r1 and (step * self.cfg.n_critic + k) % self.cfg.r1_every == 0:
+            stats.update(self.r1_step(step, k))
+        return stats
+
+    def r1_step(self, step: int, k: int) -> Dict[str, torch.Tensor]:
+        """Lazy R1 (StyleGAN2): its own optimizer step every r1_every critic steps, with gain r1_every."""
+        real = self.real_batch(step, k)
+        with self._autocast():
+            penalty, norms = regularizers.r1(self.d_net, real, self.cfg.r1_gamma, gain=self.cfg.r1_every,
+                                             scaler=self.scaler_d, backend=self.backend)
+            # R1 does not reach the last bias: 0 * D(x) lets every DDP hook fire.
+            touch = self.d_net(real[:1]).float().sum() * 0
+        self._update(penalty + touch, self.opt_d, self.scaler_d)
+        return {"penalty": penalty.detach() / self.cfg.r1_every, "grad_norm": norms.mean()}
+
+    def generator_loss(self, step: int):
+        z = self.noise(step, self.cfg.n_critic)
+        with self._autocast():
+            out = self.D(self.g_net(z).float()).float()  # the unwrapped critic: no DDP hooks in a G step
+        adv = -out.mean() if self.wgan else F.softplus(-out).mean()
+        l2 = regularizers.l2_weights(self.G.parameters(), self.cfg.l2_g)
+        return (adv if l2 is None else adv + l2), {"loss_g": adv.detach()}
+
+    def generator_step(self, step: int) -> Dict[str, torch.Tensor]:
+        self.D.requires_grad_(False)
+        try:
+            total, stats = self.generator_loss(step)
+            self._update(total, self.opt_g, self.scaler_g)
+        finally:
+            self.D.requires_grad_(True)
+        return stats
+
+    def _set_lr(self, step: int) -> None:
+        factor = 1.0 - step / self.cfg.steps if self.cfg.lr_decay == "linear" else 1.0
+        for group in self.opt_g.param_groups:
+            group["lr"] = self.cfg.lr * factor
+        for group in self.opt_d.param_groups:
+            group["lr"] = self.lr_d * factor
+
+    def train_step(self, step: int) -> Dict[str, torch.Tensor]:
+        self._set_lr(step)
+        seen: Dict[str, List[torch.Tensor]] = {}
+        for k in range(self.cfg.n_critic):
+            for key, value in self.critic_step(step, k).items():
+                seen.setdefault(key, []).append(value)
+        stats = {key: sum(values) / len(values) for key, values in seen.items()}
+        stats.update(self.generator_step(step))
+        return stats
+
+    # ------------------------------------------------ monitoring, checks
+    def _reset_window(self) -> None:
+        self._sums: Dict[str, torch.Tensor] = {}
+        self._counts: Dict[str, int] = {}
+        self._count = 0
+        self._t0 = time.perf_counter()
+        if not hasattr(self, "_bad"):
+            self._bad = torch.tensor(float("inf"), device=self.device)
+
+    def _accumulate(self, stats: Dict[str, torch.Tensor]) -> None:
+        for key, value in stats.items():  # lazy R1 reports its penalty only on the steps it runs
+            self._sums[key] = self._sums.get(key, 0) + value
+            self._counts[key] = self._counts.get(key, 0) + 1
+        self._count += 1
+        # Watch the adversarial losses (and the penalty unless a GradScaler skips overflowing steps itself),
+        # on the device: the step is recorded without a host sync.
+        watched = stats["loss_d"] + stats["loss_g"]
+        if self.scaler_d is None and "penalty" in stats:
+            watched = watched + stats["penalty"]
+        bad = ~torch.isfinite(watched)
+        self._bad = torch.where(bad & torch.isinf(self._bad), torch.tensor(float(self.step), device=self.device),
+                                self._bad)
+
+    def _check_finite(self) -> None:
+        bad = float(distributed.min_over_ranks(self._bad, self.info))
+        if math.isfinite(bad):
+            where = (f"the last good checkpoint, {self.last_good}, is kept" if self.last_good
+                     else "no checkpoint was written before it")
+            raise NonFiniteLossError(f"non-finite loss (NaN or inf) at step {int(bad)}; training stopped and {where}. "
+                                     "Lower the learning rate, raise the penalty weight, or try --amp none.")
+
+    def _flush_window(self) -> Dict[str, float]:
+        elapsed = time.perf_counter() - self._t0
+        keys = sorted(self._sums)
+        values = torch.stack([torch.as_tensor(self._sums[k], device=self.device).float() for k in keys]).tolist()
+        record = {"kind": "train", "step": self.step, **{k: v / self._counts[k] for k, v in zip(keys, values)},
+                  "it_s": self._count / elapsed if elapsed > 0 else float("nan")}
+        self._reset_window()
+        return record
+
+    # ------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def generate(self, z: torch.Tensor) -> torch.Tensor:
+        was = self.G.training
+        self.G.eval()
+        try:
+            out = torch.cat([self.G(c.to(self.device)).float() for c in z.split(4096)])
+        finally:
+            self.G.train(was)
+        return out.cpu()
+
+    def evaluate(self) -> Dict[str, Any]:
+        """Toy mode metrics on the fixed noise (eval_samples points), in the mixture's native units."""
+        if not isinstance(self.data, ToyMixture):
+            return {}
+        samples = self.data.to_native(self.generate(self.fixed_noise))
+        return mode_metrics(samples, self.data.centers, self.data.std)
+
+    def pictures(self, final: bool, metrics: Optional[Dict[str, Any]] = None) -> None:
+        """Fixed-noise samples as a PNG (samples/step_*.png); at the end samples.png and losses.png too."""
+        cfg = self.cfg
+        fake = self.generate(self.fixed_noise)
+        path = os.path.join(self.dir, "samples", f"step_{self.step:07d}.png")
+        title = f"{cfg.name}: step {self.step}"
+        if metrics:
+            title += f", {metrics['modes']}/{metrics['n_modes']} modes, {metrics['hq_percent']:.1f}% HQ"
+        from . import plots
+
+        if cfg.model == "dcgan":
+            plots.image_grid(path, fake[:N_IMAGES])
+            if final:
+                plots.image_picture(os.path.join(self.dir, "samples.png"), self.real_ref[:N_IMAGES], fake[:N_IMAGES])
+        elif self.data.shape[0] == 2:
+            def critic(points):
+                x = self.data.from_native(points.float()).to(self.device)
+                return torch.cat([self.D(c).float() for c in x.split(8192)]).cpu()
+
+            real, gen = self.data.to_native(self.real_ref), self.data.to_native(fake)
+            columns = getattr(self.data, "columns", ("x", "y"))
+            for p in ([path, os.path.join(self.dir, "samples.png")] if final else [path]):
+                plots.toy_picture(p, real, gen, critic, title, columns)
+        else:
+            real, gen = self.data.to_native(self.real_ref), self.data.to_native(fake)
+            for p in ([path, os.path.join(self.dir, "samples.png")] if final else [path]):
+                plots.table_picture(p, real, gen, self.data.columns, title)
+        if final:
+            plots.loss_picture(os.path.join(self.dir, "losses.png"), self.records, cfg.name)
+            if isinstance(self.data, TableDataset):
+                self._write_csv(os.path.join(self.dir, "samples.csv"), self.data.to_native(fake))
+
+    def _write_csv(self, path: str, x: torch.Tensor) -> None:
+        import csv
+
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(self.data.columns)
+            writer.writerows([f"{v:.6g}" for v in row] for row in x.tolist())
+
+    # ------------------------------------------------------------- loop
+    def fit(self) -> Dict[str, Any]:
+        cfg, main = self.cfg, self.info.main
+        start, t_start, cpu_start = self.step, time.perf_counter(), time.process_time()
+        bar = None
+        if main and cfg.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=cfg.steps, initial=start, desc=cfg.name, dynamic_ncols=True, unit="step",
+                       file=sys.stderr)
+        try:
+            for step in range(start, cfg.steps):
+                stats = self.train_step(step)
+                self.step = step + 1
+                self._accumulate(stats)
+                last = self.step == cfg.steps
+                if self.step % cfg.log_every == 0 or last:
+                    self._check_finite()
+                    record = self._flush_window()
+                    self._log(record)
+                    if bar is not None:
+                        bar.set_postfix({"D": f"{record['loss_d']:.3g}", "G": f"{record['loss_g']:.3g}",
+                                         "pen": f"{record.get('penalty', 0):.3g}",
+                                         "|grad|": f"{record.get('grad_norm', 0):.3g}"}, refresh=False)
+                if (cfg.sample_every and self.step % cfg.sample_every == 0) or last:
+                    self._check_finite()
+                    if main:
+                        metrics = self.evaluate()
+                        if metrics:
+                            self._log({"kind": "eval", "step": self.step, **metrics})
+                        self.pictures(final=last, metrics=metrics)
+                if (cfg.ckpt_every and self.step % cfg.ckpt_every == 0) or last:
+                    self.save()
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+        if start >= cfg.steps:  # nothing to do (resumed a finished run): still write the pictures
+            self._check_finite()
+            if main:
+                self.pictures(final=True, metrics=self.evaluate())
+        distributed.barrier(self.info)
+        return self._summary(start, time.perf_counter() - t_start, time.process_time() - cpu_start)
+
+    def _summary(self, start: int, seconds: float, cpu_seconds: float) -> Dict[str, Any]:
+        cfg = self.cfg
+        summary: Dict[str, Any] = {"name": cfg.name, "run_dir": self.dir, "steps": self.step,
+                                   "steps_this_run": self.step - start, "seconds": round(seconds, 2),
+                                   "cpu_seconds": round(cpu_seconds, 2),
+                                   "device": str(self.device), "backend": self.backend, "processes": self.info.world}
+        summary.update(self.evaluate() if self.info.main else {})
+        if not self.info.main:
+            return summary
+        with open(os.path.join(self.dir, "summary.json"), "w", encoding="utf-8") as f:
+            json.dump(summary, f, indent=2)
+            f.write("\n")
+        rate = summary["steps_this_run"] / seconds if seconds > 0 else float("nan")
+        print(f"fastgp-train: {cfg.name}: {summary['steps_this_run']} steps in {seconds:.1f} s ({rate:.1f} step/s) "
+              f"on {self.device} x{self.info.world}, penalty backend {self.backend!r}, step {self.step}/{cfg.steps}")
+        if "modes" in summary:
+            print(f"  {cfg.data}: {summary['modes']}/{summary['n_modes']} modes captured, "
+                  f"{summary['hq_percent']:.1f}% high-quality samples "
+                  f"(VEEGAN protocol: {cfg.eval_samples} samples, within 3 std of a mode)")
+        elif cfg.data in TOY_DATA:
+            print(f"  {cfg.data}: no mode metric for this dataset")
+        print(f"  run directory: {self.dir} (samples.png, losses.png, metrics.jsonl, config.json, "
+              "checkpoints/last.pt)")
+        return summary
