@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import glob
 import importlib
+import importlib.util
 import json
 import os
 import sys
@@ -83,6 +84,11 @@ def load() -> None:
     problem = _mismatch(state.build) if state.build else None
     if problem is None:
         try:
+            # Only the library next to this file: an import hook (an editable install
+            # of another checkout, say) could otherwise hand us a foreign build.
+            spec = importlib.util.find_spec("fastgp._C")
+            if spec is None or spec.origin is None or os.path.dirname(os.path.abspath(spec.origin)) != _HERE:
+                raise ImportError(f"no compiled library next to {_HERE} (the extension was not built)")
             importlib.import_module("fastgp._C")
             state.loaded, state.how = True, "prebuilt fastgp._C"
             return
