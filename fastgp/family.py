@@ -14,18 +14,15 @@ from typing import Optional
 import torch
 
 from . import reference
-from .backends import implementation, resolve
 from .functional import (
     TensorOrTuple,
-    _alpha,
     _as_tuple,
     _check_inputs,
     _check_options,
-    _check_passthrough,
     _number,
-    _subset_passthrough,
-    _subset_size,
     _penalty_at,
+    _regularization_setup,
+    _subset_alpha,
 )
 
 
@@ -35,10 +32,8 @@ def _zero_centered(critic, x, name, gamma, critic_args, critic_kwargs, scaler, r
     xs, _ = _as_tuple(x, name)
     batch = _check_inputs(xs, name)
     _check_options(weight, 0.0, 2.0, reduction)
-    _check_passthrough(critic_args, critic_kwargs)
-    impl = implementation(resolve(backend, xs[0].device))
-    m = _subset_size(batch, batch_fraction, max_samples)
-    args, kwargs = _subset_passthrough(critic_args, critic_kwargs, batch, m)
+    impl, m, args, kwargs = _regularization_setup(batch, xs[0], critic_args, critic_kwargs, backend,
+                                                  batch_fraction, max_samples)
     leaves = tuple(t.detach()[:m].requires_grad_(True) for t in xs)
     return _penalty_at(critic, leaves, impl, weight=weight, center=0.0, one_sided=False, power=2.0,
                       critic_args=args, critic_kwargs=kwargs, scaler=scaler, reduction=reduction,
@@ -95,13 +90,9 @@ def dragan_penalty(critic, real: TensorOrTuple, *, weight: float = 1.0, center: 
     batch = _check_inputs(xs, "real")
     _check_options(weight, center, 2.0, reduction)
     _number(noise_scale, "noise_scale", minimum=0.0)
-    _check_passthrough(critic_args, critic_kwargs)
-    impl = implementation(resolve(backend, xs[0].device))
-    m = _subset_size(batch, batch_fraction, max_samples)
-    if alpha is not None:
-        alpha = _alpha(alpha, batch, xs[0], generator)[:m]
-    a = _alpha(alpha, m, xs[0], generator)
-    args, kwargs = _subset_passthrough(critic_args, critic_kwargs, batch, m)
+    impl, m, args, kwargs = _regularization_setup(batch, xs[0], critic_args, critic_kwargs, backend,
+                                                  batch_fraction, max_samples)
+    a = _subset_alpha(alpha, batch, m, xs[0], generator)
     x = tuple(t.detach()[:m] for t in xs)
     perturbed = tuple(_perturb(t, noise_scale, generator) for t in x)
     # alpha * x_p + (1 - alpha) * x = x + alpha * (x_p - x)

@@ -264,6 +264,25 @@ def _subset_passthrough(critic_args, critic_kwargs, batch: int, m: int):
     return args, kwargs
 
 
+def _regularization_setup(batch: int, like: torch.Tensor, critic_args, critic_kwargs, backend: str,
+                          batch_fraction, max_samples):
+    """What every critic-facing penalty resolves first: the backend, the size m
+    of the regularized subset, and the pass-through arguments cut to it."""
+    _check_passthrough(critic_args, critic_kwargs)
+    impl = implementation(resolve(backend, like.device))
+    m = _subset_size(batch, batch_fraction, max_samples)
+    args, kwargs = _subset_passthrough(critic_args, critic_kwargs, batch, m)
+    return impl, m, args, kwargs
+
+
+def _subset_alpha(alpha, batch: int, m: int, like: torch.Tensor, generator) -> torch.Tensor:
+    """One interpolation weight per regularized sample: the user's (checked against
+    the whole batch, then cut to m) or drawn for m samples."""
+    if alpha is not None:
+        alpha = _alpha(alpha, batch, like, generator)[:m]
+    return _alpha(alpha, m, like, generator)
+
+
 def _penalty_at(critic, inputs, impl, *, weight, center, one_sided, power, critic_args, critic_kwargs, scaler,
                 reduction, return_norms, _stacklevel: int = 3):
     """The penalty of critic's input gradient at `inputs` (a tuple of leaves
@@ -333,13 +352,9 @@ def gradient_penalty(critic, real: TensorOrTuple, fake: TensorOrTuple, *, weight
     fakes, _ = _as_tuple(fake, "fake")
     batch = _check_pair(reals, fakes)
     _check_options(weight, center, power, reduction)
-    _check_passthrough(critic_args, critic_kwargs)
-    impl = implementation(resolve(backend, reals[0].device))
-    m = _subset_size(batch, batch_fraction, max_samples)
-    if alpha is not None:
-        alpha = _alpha(alpha, batch, reals[0], generator)[:m]
-    a = _alpha(alpha, m, reals[0], generator)
-    args, kwargs = _subset_passthrough(critic_args, critic_kwargs, batch, m)
+    impl, m, args, kwargs = _regularization_setup(batch, reals[0], critic_args, critic_kwargs, backend,
+                                                  batch_fraction, max_samples)
+    a = _subset_alpha(alpha, batch, m, reals[0], generator)
     x_hat = tuple(impl.interpolate(r.detach()[:m], f.detach()[:m], a).requires_grad_(True)
                   for r, f in zip(reals, fakes))
     return _penalty_at(critic, x_hat, impl, weight=weight, center=center, one_sided=one_sided, power=power,

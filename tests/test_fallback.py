@@ -29,14 +29,32 @@ print(json.dumps({"backends": fastgp.available_backends(), "ext": info["extensio
 """
 
 
-def _run(env_extra, tmp_path=None):
+def _run(env_extra, path=ROOT, timeout=300):
+    """Runs SCRIPT in a fresh interpreter that imports fastgp from `path`."""
     env = dict(os.environ, **env_extra)
     env.pop("FASTGP_BACKEND", None)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300,
-                         cwd=tmp_path or ROOT)
-    assert out.returncode == 0, out.stderr
+    env["PYTHONPATH"] = str(path)
+    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=timeout,
+                         cwd=path)
+    assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _copy_package(tmp_path, build_info=None, with_sources=False):
+    """A copy of the fastgp package without its compiled library (and with the
+    given build record, or none); with_sources adds the C++ sources beside it."""
+    import shutil
+
+    import fastgp
+
+    dst = tmp_path / "fastgp"
+    shutil.copytree(os.path.dirname(fastgp.__file__), dst,
+                    ignore=shutil.ignore_patterns("__pycache__", "_C*.so", "_build_info.json"))
+    if build_info is not None:
+        (dst / "_build_info.json").write_text(json.dumps(build_info))
+    if with_sources:
+        shutil.copytree(os.path.join(ROOT, "csrc"), tmp_path / "csrc", ignore=shutil.ignore_patterns("cuda"))
+    return tmp_path
 
 
 def test_api_works_with_extension_disabled():
@@ -48,43 +66,16 @@ def test_api_works_with_extension_disabled():
 
 
 def test_extension_built_for_another_torch_is_not_loaded(tmp_path):
-    """Copy the package with a build record from another torch: fastgp must refuse
-    to load that library and fall back, naming both versions."""
-    import shutil
-
-    import fastgp
-
-    pkg = os.path.dirname(fastgp.__file__)
-    dst = tmp_path / "fastgp"
-    shutil.copytree(pkg, dst, ignore=shutil.ignore_patterns("__pycache__", "_C*.so"))
-    (dst / "_build_info.json").write_text(json.dumps({"torch_version": "1.0.0", "with_cuda": False}))
-    env = dict(os.environ)
-    env.pop("FASTGP_BACKEND", None)
-    env["PYTHONPATH"] = str(tmp_path)
-    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300,
-                         cwd=tmp_path)
-    assert out.returncode == 0, out.stderr
-    res = json.loads(out.stdout.strip().splitlines()[-1])
+    """A build record from another torch: fastgp must refuse to load that library
+    and fall back, naming the version it was built against."""
+    res = _run({}, _copy_package(tmp_path, {"torch_version": "1.0.0", "with_cuda": False}))
     assert not res["ext"]["loaded"]
     assert "built against torch 1.0.0" in res["ext"]["reason"]
     assert "cpp" not in res["backends"] and res["finite"]
 
 
 def test_missing_library_falls_back(tmp_path):
-    import shutil
-
-    import fastgp
-
-    pkg = os.path.dirname(fastgp.__file__)
-    shutil.copytree(pkg, tmp_path / "fastgp", ignore=shutil.ignore_patterns("__pycache__", "_C*.so",
-                                                                            "_build_info.json"))
-    env = dict(os.environ)
-    env.pop("FASTGP_BACKEND", None)
-    env["PYTHONPATH"] = str(tmp_path)
-    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300,
-                         cwd=tmp_path)
-    assert out.returncode == 0, out.stderr
-    res = json.loads(out.stdout.strip().splitlines()[-1])
+    res = _run({}, _copy_package(tmp_path))
     assert not res["ext"]["loaded"] and "could not be imported" in res["ext"]["reason"]
     assert "FASTGP_JIT=1" in res["ext"]["reason"]
 
@@ -113,20 +104,7 @@ def test_fastgp_backend_env_overrides_auto(monkeypatch, value, expected):
 def test_jit_build_on_first_use(tmp_path):
     """FASTGP_JIT=1 compiles the C++ sources against the running torch when the
     prebuilt library is missing, and the compiled kernels are then used."""
-    import shutil
-
-    import fastgp
-
-    pkg = os.path.dirname(fastgp.__file__)
-    shutil.copytree(pkg, tmp_path / "fastgp", ignore=shutil.ignore_patterns("__pycache__", "_C*.so",
-                                                                            "_build_info.json"))
-    shutil.copytree(os.path.join(ROOT, "csrc"), tmp_path / "csrc", ignore=shutil.ignore_patterns("cuda"))
-    env = dict(os.environ, FASTGP_JIT="1", TORCH_EXTENSIONS_DIR=str(tmp_path / "cache"), MAX_JOBS="2",
-               PYTHONPATH=str(tmp_path))
-    env.pop("FASTGP_BACKEND", None)
-    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=900,
-                         cwd=tmp_path)
-    assert out.returncode == 0, out.stderr[-3000:]
-    res = json.loads(out.stdout.strip().splitlines()[-1])
+    env = {"FASTGP_JIT": "1", "TORCH_EXTENSIONS_DIR": str(tmp_path / "cache"), "MAX_JOBS": "2"}
+    res = _run(env, _copy_package(tmp_path, with_sources=True), timeout=900)
     assert res["ext"]["loaded"] and "FASTGP_JIT=1" in res["ext"]["how"]
     assert "cpp" in res["backends"] and res["cpp_error"] is None and res["finite"]
