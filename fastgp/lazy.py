@@ -19,16 +19,21 @@ import operator
 from typing import Sequence, Tuple
 
 
-def _every(every) -> int:
-    if isinstance(every, bool):
-        raise TypeError(f"every must be an int >= 1, got {every!r}")
+def _int_at_least(value, name: str, minimum: int) -> int:
+    """A Python int (or index-like, not a bool) >= minimum."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int >= {minimum}, got {value!r}")
     try:
-        k = operator.index(every)
+        k = operator.index(value)
     except TypeError:
-        raise TypeError(f"every must be an int >= 1, got {type(every).__name__}") from None
-    if k < 1:
-        raise ValueError(f"every must be an int >= 1, got {k}")
+        raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__}") from None
+    if k < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {k}")
     return k
+
+
+def _every(every) -> int:
+    return _int_at_least(every, "every", 1)
 
 
 def lazy_adam_hparams(lr: float, betas: Sequence[float], every: int) -> Tuple[float, Tuple[float, float]]:
@@ -59,15 +64,7 @@ class LazyRegularizer:
         return self.every
 
     def due(self, step: int) -> bool:
-        if isinstance(step, bool):
-            raise TypeError(f"step must be an int >= 0, got {step!r}")
-        try:
-            s = operator.index(step)
-        except TypeError:
-            raise TypeError(f"step must be an int >= 0, got {type(step).__name__}") from None
-        if s < 0:
-            raise ValueError(f"step must be an int >= 0, got {s}")
-        return s % self.every == 0
+        return _int_at_least(step, "step", 0) % self.every == 0
 
     def adam_hparams(self, lr: float, betas: Sequence[float]) -> Tuple[float, Tuple[float, float]]:
         """lazy_adam_hparams(lr, betas, self.every)."""
