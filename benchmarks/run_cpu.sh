@@ -13,8 +13,6 @@ cd "$(dirname "$0")/.."
 OUT="${1:-benchmarks/results/cpu}"
 shift || true
 PY="${PYTHON:-python}"
-mkdir -p "$OUT"
-rm -f "$OUT/ops.json" "$OUT/step.json" "$OUT/memory.json"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
 
 if ! "$PY" -c 'import sys, fastgp; sys.exit("cpp" not in fastgp.available_backends("cpu"))'; then
@@ -24,18 +22,9 @@ if ! "$PY" -c 'import sys, fastgp; sys.exit("cpp" not in fastgp.available_backen
   exit 1
 fi
 
-common=(--bench-device=cpu --bench-threads=2 -p no:cacheprovider -q
-        --benchmark-columns=min,median,mean,rounds --benchmark-sort=name)
+. benchmarks/suites.sh
 status=0
-"$PY" -m pytest benchmarks/bench_ops.py "${common[@]}" --benchmark-min-rounds=5 --benchmark-max-time=0.5 \
-  --benchmark-json="$OUT/ops.json" "$@" || status=$?
-"$PY" -m pytest benchmarks/bench_step.py "${common[@]}" --benchmark-json="$OUT/step.json" "$@" || status=$?
-"$PY" -m pytest benchmarks/bench_memory.py "${common[@]}" --benchmark-json="$OUT/memory.json" "$@" || status=$?
-# Report whatever was measured, even after a failure (the exit status keeps it).
-jsons=()
-for f in ops step memory; do [ -s "$OUT/$f.json" ] && jsons+=("$OUT/$f.json"); done
-if [ ${#jsons[@]} -gt 0 ]; then
-  "$PY" -m benchmarks.report "${jsons[@]}" --out "$OUT/report.md" --chart "$OUT/chart.png" || status=$?
-  echo "report: $OUT/report.md, chart: $OUT/chart.png"
-fi
+run_suites "$OUT" "--benchmark-min-rounds=5 --benchmark-max-time=0.5" \
+  --bench-device=cpu --bench-threads=2 -p no:cacheprovider -q \
+  --benchmark-columns=min,median,mean,rounds --benchmark-sort=name -- "$@" || status=$?
 exit $status

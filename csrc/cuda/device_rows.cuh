@@ -210,5 +210,25 @@ __device__ __forceinline__ int tensor_of(const int64_t* first_task, int64_t task
   return k;
 }
 
+// Where a task works: tensor k, row b, chunk c of that row, elements [begin, end).
+struct TaskPos {
+  int k;
+  int64_t b, c, begin, end;
+};
+
+template <typename RowsT>
+__device__ __forceinline__ TaskPos locate_task(const int64_t* first_task, const int64_t* cpr, const RowsT* rows,
+                                               int64_t chunk, int64_t task) {
+  TaskPos t;
+  t.k = tensor_of(first_task, task);
+  const int64_t local = task - first_task[t.k];
+  t.b = local / cpr[t.k];
+  t.c = local - t.b * cpr[t.k];
+  t.begin = t.c * chunk;
+  const int64_t row_numel = rows[t.k].row_numel;
+  t.end = t.begin + chunk < row_numel ? t.begin + chunk : row_numel;
+  return t;
+}
+
 }  // namespace cuda
 }  // namespace fastgp

@@ -62,13 +62,10 @@ __global__ void __launch_bounds__(kBlock, kMinBlocksPerSM)
   const int64_t nwarps = static_cast<int64_t>(gridDim.x) * kWarpsPerBlock;
   for (int64_t task = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp; task < ntasks;
        task += nwarps) {
-    const int k = tensor_of(args.first_task, task);
+    const TaskPos t = locate_task(args.first_task, args.cpr, args.rows, args.chunk, task);
+    const int k = t.k;
+    const int64_t b = t.b, c = t.c, begin = t.begin, end = t.end;
     const Rows<1>& r = args.rows[k];
-    const int64_t local = task - args.first_task[k];
-    const int64_t b = local / args.cpr[k];
-    const int64_t c = local - b * args.cpr[k];
-    const int64_t begin = c * args.chunk;
-    const int64_t end = begin + args.chunk < r.row_numel ? begin + args.chunk : r.row_numel;
     acc_t acc;
     // The strided instance serves launches holding an index-computing layout;
     // its other tensors take the scalar path (same element order, same sums).
@@ -206,12 +203,9 @@ __global__ void __launch_bounds__(kBlock, kMinBlocksPerSM)
   const acc_t red = reduction_factor<acc_t>(c.reduction, c.batch);
   for (int64_t task = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp; task < ntasks;
        task += nwarps) {
-    const int k = tensor_of(args.first_task, task);
-    const Rows<2>& r = args.rows[k];
-    const int64_t local = task - args.first_task[k];
-    const int64_t b = local / args.cpr[k];
-    const int64_t begin = (local - b * args.cpr[k]) * args.chunk;
-    const int64_t end = begin + args.chunk < r.row_numel ? begin + args.chunk : r.row_numel;
+    const TaskPos t = locate_task(args.first_task, args.cpr, args.rows, args.chunk, task);
+    const int64_t b = t.b, begin = t.begin, end = t.end;
+    const Rows<2>& r = args.rows[t.k];
     const acc_t coef = backward_coef<acc_t>(load_any<acc_t>(c.grad_out, b), wss, red, load_any<acc_t>(c.norms, b),
                                             acc_t(c.center), acc_t(c.power), c.one_sided);
     // The strided instance serves launches holding an index-computing layout;

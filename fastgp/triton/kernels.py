@@ -99,16 +99,22 @@ def reduction_factor(REDUCTION: tl.constexpr, batch, acc: tl.constexpr):
 
 
 # ----------------------------------------------------------------- kernels
+@triton.jit
+def _row_block(row_len, BLOCK: tl.constexpr):
+    """The row b and the int64 element offsets j (with their mask) of this
+    program's block, for elementwise kernels with one block of one row per program."""
+    pid = tl.program_id(0).to(tl.int64)
+    blocks_per_row = tl.cdiv(row_len, BLOCK)
+    j = (pid % blocks_per_row) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
+    return pid // blocks_per_row, j, j < row_len
+
+
 @triton.autotune(configs=BLOCK_CONFIGS, key=["row_len"])
 @triton.jit
 def interpolate_kernel(out_ptr, real_ptr, fake_ptr, alpha_ptr, row_len, o_sb, o_si, r_sb, r_si, f_sb, f_si,
                        BLOCK: tl.constexpr):
     """out_b = alpha_b * real_b + (1 - alpha_b) * fake_b; one block of one row per program."""
-    pid = tl.program_id(0).to(tl.int64)
-    blocks_per_row = tl.cdiv(row_len, BLOCK)
-    b = pid // blocks_per_row
-    j = (pid % blocks_per_row) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
-    mask = j < row_len
+    b, j, mask = _row_block(row_len, BLOCK)
     acc = alpha_ptr.dtype.element_ty
     a = tl.load(alpha_ptr + b)
     r = tl.load(real_ptr + b * r_sb + j * r_si, mask=mask, other=0).to(acc)
@@ -182,11 +188,7 @@ def penalty_backward_kernel(out_ptr, g_ptr, go_ptr, go_stride, norms_ptr, scale_
                             HAS_SCALE: tl.constexpr, ONE_SIDED: tl.constexpr, REDUCTION: tl.constexpr,
                             BLOCK: tl.constexpr):
     """dL/dg_b = go_b * weight * red * s^2 * phi'(n_b)/n_b * g_b; one block of one row per program."""
-    pid = tl.program_id(0).to(tl.int64)
-    blocks_per_row = tl.cdiv(row_len, BLOCK)
-    b = pid // blocks_per_row
-    j = (pid % blocks_per_row) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
-    mask = j < row_len
+    b, j, mask = _row_block(row_len, BLOCK)
     acc = norms_ptr.dtype.element_ty
     weight = _double(w_hi, w_lo, acc)
     center = _double(c_hi, c_lo, acc)
