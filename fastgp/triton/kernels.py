@@ -100,6 +100,15 @@ def reduction_factor(REDUCTION: tl.constexpr, batch, acc: tl.constexpr):
 
 # ----------------------------------------------------------------- kernels
 @triton.jit
+def _penalty_params(w_hi, w_lo, c_hi, c_lo, p_hi, p_lo, scale_ptr, HAS_SCALE: tl.constexpr, acc: tl.constexpr):
+    """weight, center, power (each sent as two fp32 halves) and inv_scale (1 without one), in acc."""
+    s = tl.cast(1.0, acc)
+    if HAS_SCALE:
+        s = tl.load(scale_ptr).to(acc)
+    return _double(w_hi, w_lo, acc), _double(c_hi, c_lo, acc), _double(p_hi, p_lo, acc), s
+
+
+@triton.jit
 def _row_block(row_len, BLOCK: tl.constexpr):
     """The row b and the int64 element offsets j (with their mask) of this
     program's block, for elementwise kernels with one block of one row per program."""
@@ -150,12 +159,7 @@ def penalty_finalize_kernel(out_ptr, norms_ptr, partial_ptr, scale_ptr, batch, n
                             BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr):
     """One program: norms, per-sample penalties and their reduction, in a fixed order."""
     acc = norms_ptr.dtype.element_ty
-    weight = _double(w_hi, w_lo, acc)
-    center = _double(c_hi, c_lo, acc)
-    power = _double(p_hi, p_lo, acc)
-    s = tl.cast(1.0, acc)
-    if HAS_SCALE:
-        s = tl.load(scale_ptr).to(acc)
+    weight, center, power, s = _penalty_params(w_hi, w_lo, c_hi, c_lo, p_hi, p_lo, scale_ptr, HAS_SCALE, acc)
     total = tl.zeros([BLOCK_B], acc)
     for b0 in range(0, batch, BLOCK_B):
         rows = b0 + tl.arange(0, BLOCK_B).to(tl.int64)
@@ -190,12 +194,7 @@ def penalty_backward_kernel(out_ptr, g_ptr, go_ptr, go_stride, norms_ptr, scale_
     """dL/dg_b = go_b * weight * red * s^2 * phi'(n_b)/n_b * g_b; one block of one row per program."""
     b, j, mask = _row_block(row_len, BLOCK)
     acc = norms_ptr.dtype.element_ty
-    weight = _double(w_hi, w_lo, acc)
-    center = _double(c_hi, c_lo, acc)
-    power = _double(p_hi, p_lo, acc)
-    s = tl.cast(1.0, acc)
-    if HAS_SCALE:
-        s = tl.load(scale_ptr).to(acc)
+    weight, center, power, s = _penalty_params(w_hi, w_lo, c_hi, c_lo, p_hi, p_lo, scale_ptr, HAS_SCALE, acc)
     go = tl.load(go_ptr + b * go_stride).to(acc)
     n = tl.load(norms_ptr + b)
     red = reduction_factor(REDUCTION, batch, acc)
