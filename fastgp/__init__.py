@@ -5,7 +5,7 @@
 
 from . import ops  # noqa: F401  registers the ops' fake kernels (torch.compile, meta tensors)
 from . import reference
-from .backends import available_backends
+from .backends import available_backends, select_backend
 from .family import dragan_penalty, r1_penalty, r2_penalty
 from .functional import gradient_penalty, grad_norms, input_gradients, interpolate, penalty_from_grads
 from .info import __version__, info
@@ -24,6 +24,7 @@ __all__ = [
     "lazy_adam_hparams",
     "info",
     "available_backends",
+    "select_backend",
     "reference",
     "__version__",
 ]

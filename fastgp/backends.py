@@ -113,6 +113,14 @@ def resolve(backend: str, device: torch.device) -> str:
     return name
 
 
+def select_backend(backend: str = "auto", device: Union[str, torch.device, None] = None) -> str:
+    """The concrete backend ("cpp", "triton" or "torch") that `backend` names on
+    `device` (default: CPU), as the penalty functions resolve it: "auto" honours
+    FASTGP_BACKEND, then takes the fastest available; an unavailable backend
+    raises a RuntimeError saying why."""
+    return resolve(backend, torch.device(device) if device is not None else torch.device("cpu"))
+
+
 def implementation(name: str):
     """The module-like object holding `interpolate` and `penalty` for a backend."""
     if name == "cpp":

@@ -10,7 +10,7 @@
 
 #include "../checks.h"
 #include "../penalty_math.h"
-#include "strided_rows.h"
+#include "../strided_rows.h"
 
 namespace fastgp {
 namespace cpu {

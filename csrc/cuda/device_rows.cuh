@@ -4,7 +4,7 @@
 // Within a task lane l owns the elements begin + (i * 32 + l) * VEC + v
 // (v < VEC), whatever the memory layout, so a row's sum of squares does not
 // depend on alignment or on which load path ran: results are bitwise
-// reproducible run to run. Rows are described with cpu::RowLayout (dims
+// reproducible run to run. Rows are described with RowLayout (dims
 // merged by strides), so contiguous and channels_last rows are one dense run
 // and read with 128-bit loads when aligned; other strides take an
 // index-computing path. No copies are made.
@@ -19,7 +19,7 @@
 #include <cstdint>
 
 #include "../checks.h"
-#include "../cpu/strided_rows.h"
+#include "../strided_rows.h"
 #include "../penalty_math.h"
 
 namespace fastgp {
@@ -69,7 +69,7 @@ struct Rows {
 // kDevDims merged dims (the caller then makes dense copies: rare layouts only).
 template <int NT>
 bool make_rows(Rows<NT>& r, std::array<const at::Tensor*, NT> ts) {
-  const cpu::RowLayout<NT> layout(ts);
+  const RowLayout<NT> layout(ts);
   if (layout.ndim > kDevDims) return false;
   r.ndim = layout.ndim;
   r.row_numel = layout.row_numel;

@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 import fastgp
-from fastgp.backends import resolve as resolve_backend
 
 from . import checkpoint, distributed, regularizers
 from .config import TOY_DATA, ConfigError, TrainConfig, differences, from_dict, overlay, resolve, to_dict
@@ -98,7 +97,7 @@ class Trainer:
         if cfg.batch_size % self.info.world:
             raise ConfigError(f"batch_size={cfg.batch_size} is not divisible by the {self.info.world} processes")
         try:  # an unavailable backend fails here, saying why
-            self.backend = resolve_backend(cfg.backend, self.device)
+            self.backend = fastgp.select_backend(cfg.backend, self.device)
         except RuntimeError as e:
             raise ConfigError(f"--backend {cfg.backend}: {e}") from None
         distributed.init(self.info, self.device)

@@ -1,4 +1,5 @@
-// Walks the rows (dim 0 = sample) of a few same-shaped tensors with arbitrary
+// Host-side row layout shared by the CPU and CUDA kernels: walks the rows
+// (dim 0 = sample) of a few same-shaped tensors with arbitrary
 // strides, handing out runs along the innermost (after reordering) dimension.
 // Dims are ordered by the first tensor's strides and merged where every tensor
 // allows it, so contiguous and channels_last tensors become one flat run per
@@ -12,7 +13,6 @@
 #include <numeric>
 
 namespace fastgp {
-namespace cpu {
 
 constexpr int kMaxDims = 25;
 
@@ -104,5 +104,4 @@ struct RowLayout {
   }
 };
 
-}  // namespace cpu
 }  // namespace fastgp
