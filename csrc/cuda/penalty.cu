@@ -1,233 +1,356 @@
 // fastgp::penalty_forward and fastgp::penalty_backward on CUDA.
 //
-// Forward, 2 launches: (1) every warp sums the squares of one chunk of one
-// row and writes it to its own slot of a partials buffer (rows are split
-// over many warps, so a small batch of long rows still fills the GPU);
-// (2) one block adds each row's partials in a fixed tree order, takes the
-// norm, the per-sample penalty and the mean/sum, again in a fixed order.
-// No atomics anywhere: results are bitwise reproducible.
-// Backward, 1 launch: each warp computes its row's coefficient
-// go_b * weight * red * inv_scale^2 * phi'(n_b)/n_b and streams g -> coef * g.
+// Forward, at most 2 launches (for up to plan::kMaxOperands gradients):
+//  * folded (rows fit the device's warps whole): every task sums whole rows
+//    of all gradients, takes the norms and per-sample penalties itself, and,
+//    for a mean or sum, a pairwise sum of its rows' penalties; a one-block
+//    finalize adds the tasks' sums. Reduction "none": one launch.
+//  * split (few long rows): tasks sum chunks of rows into a partials buffer;
+//    the finalize block adds each row's chunks, takes norms and penalties,
+//    and reduces them.
+// Every sum is a pairwise tree fixed by the shapes (pairwise_sum.cuh), so the
+// bits do not depend on the mode, the task sizes or the GPU. No atomics.
+// Backward, 1 launch: dL/dg_b = go_b * weight * red * inv_scale^2 *
+// phi'(n_b)/n_b * g_b, streamed by the elementwise walk (rows_map.cuh).
 // inv_scale, norms and grad_out are read on the device (no sync, graph-safe).
 #include <ATen/Dispatch.h>
 
+#include <type_traits>
 #include <vector>
 
 #include "device_rows.cuh"
 #include "ops_cuda.h"
+#include "pairwise_sum.cuh"
+#include "rows_map.cuh"
 
 namespace fastgp {
 namespace cuda {
 namespace {
 
-constexpr int kFinalizeThreads = 512;
+using plan::kMaxOperands;
+using FwdLaunch = plan::Launch<1, kMaxOperands>;
 
-// ------------------------------------------------------------------ forward
-struct FwdArgs {
-  Rows<1> rows[kMaxTensors];
-  int64_t first_task[kMaxTensors + 1];  // prefix sums of batch * cpr
-  int64_t cpr[kMaxTensors];             // chunks per row of each tensor
-  int64_t part_off[kMaxTensors];        // column of its first chunk in a row of partials
-  int64_t chunk;                        // elements per task
-  int64_t parts_per_row;                // columns of the partials buffer
-  int ntensors;
+constexpr int kFinalizeThreads = 1024;
+constexpr int kFinalizeOperands = 64;     // operands per finalize pass (more take more passes)
+constexpr int kColumnLevels = 16;         // a finalize thread sums up to 2^16 chunk columns of a row
+constexpr int kSequenceLevels = 48;
+
+template <typename acc_t>
+struct PenaltyParams {
+  AnyFloat inv_scale;
+  double weight, center, power;
+  int reduction;
+  bool one_sided;
 };
 
-template <int MODE, typename scalar_t, typename acc_t>
-__device__ __forceinline__ acc_t sum_squares_task(const Rows<1>& r, int64_t b, int64_t begin, int64_t end, int lane) {
-  constexpr int VEC = vec_size<scalar_t>();
-  constexpr int U = unroll_for(MODE);
-  acc_t acc = 0;
-  for (int64_t base = begin + lane * VEC; base < end; base += kWarp * VEC * U) {
-    Pack<scalar_t, VEC> x[U];
+// n_b and phi(n_b) of a row from its sum of squares.
+template <typename acc_t>
+__device__ __forceinline__ acc_t row_norm(const SqSum& s, double inv_scale) {
+  return sq_norm<acc_t>(s, inv_scale);
+}
+
+template <typename acc_t>
+struct FwdArgs {
+  PenaltyParams<acc_t> p;
+  SqSum* partials;                   // split mode: [batch, ncols]
+  int64_t ncols;
+  int64_t first_col[kMaxOperands];   // column of each operand's first chunk
+  double* task_values;               // folded mode with a reduction: one pairwise sum per task
+  acc_t* norms;
+  acc_t* out;
+};
+
+// ------------------------------------------------------------------ forward
+template <typename scalar_t, bool GENERAL>
+struct SumVisitor {
+  using acc_t = acc_type<scalar_t>;
+  static constexpr bool SCALED = std::is_same<scalar_t, double>::value;
+  using Add = SqAdd<SCALED>;
+  static constexpr int VEC = vec_size<scalar_t>();
+  static constexpr int U = plan::kUnroll > plan::kStepUnroll ? plan::kUnroll : plan::kStepUnroll;
+
+  const FwdLaunch& l;
+  const FwdArgs<acc_t>& a;
+  const int lane;
+  const int64_t task;
+  const double inv_scale;
+  const bool fold;
+  Pack<scalar_t, VEC> x[U];
+  WarpTree<SqSum, Add> blocks;        // wide walk: the operand's blocks so far
+  WarpTree<double, Plus<double>> values; // folded: the task's penalties so far
+  SqSum row_sum;                      // wide walk: the row's operands so far
+  SqSum step_sum[plan::kStepUnroll];  // narrow walk: each step's row
+  int lanes;
+  int64_t pack_elem;
+
+  __device__ __forceinline__ SumVisitor(const FwdLaunch& l_, const FwdArgs<acc_t>& a_, int lane_, int64_t task_,
+                                        double inv_scale_)
+      : l(l_), a(a_), lane(lane_), task(task_), inv_scale(inv_scale_), fold(l_.all_operands) {}
+
+  // The sum of squares of this lane's packs [u0, u0 + N), as a pairwise tree
+  // over aligned groups of `width` lanes (every lane gets its group's sum).
+  template <int N>
+  __device__ __forceinline__ SqSum group_sum(int u0, int width) const {
+    acc_t s = 0;
 #pragma unroll
-    for (int u = 0; u < U; ++u) load_pack<MODE>(x[u], r, 0, b, base + u * kWarp * VEC, end);
-#pragma unroll
-    for (int u = 0; u < U; ++u)
+    for (int i = 0; i < N; ++i)
 #pragma unroll
       for (int v = 0; v < VEC; ++v) {
-        const acc_t e = static_cast<acc_t>(x[u].v[v]);
-        acc += e * e;
+        const acc_t e = static_cast<acc_t>(x[u0 + i].v[v]);
+        s = fma(e, e, s);
       }
+    s = lanes_tree<acc_t, Plus<acc_t>>(s, 1, width);
+    const bool fast = SCALED ? (s >= kDoubleSafeMin && s <= kDoubleSafeMax)
+                             : (s >= kFloatSafeMin && s <= FLT_MAX);
+    const SqSum quick{static_cast<double>(s), 0, 0};
+    if (!__any_sync(kFullMask, !fast)) return quick;
+    const SqSum careful = rescue<N>(u0, width);
+    return fast ? quick : careful;
   }
-  return acc;
-}
 
-template <typename scalar_t, bool STRIDED>
-__global__ void __launch_bounds__(kBlock, kMinBlocksPerSM)
-    fastgp_penalty_partials_kernel(const FwdArgs args, acc_type<scalar_t>* __restrict__ partials) {
-  using acc_t = acc_type<scalar_t>;
-  const int lane = threadIdx.x % kWarp;
-  const int64_t ntasks = args.first_task[args.ntensors];
-  const int64_t nwarps = static_cast<int64_t>(gridDim.x) * kWarpsPerBlock;
-  for (int64_t task = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp; task < ntasks;
-       task += nwarps) {
-    const TaskPos t = locate_task(args.first_task, args.cpr, args.rows, args.chunk, task);
-    const int k = t.k;
-    const int64_t b = t.b, c = t.c, begin = t.begin, end = t.end;
-    const Rows<1>& r = args.rows[k];
-    acc_t acc;
-    // The strided instance serves launches holding an index-computing layout;
-    // its other tensors take the scalar path (same element order, same sums).
-    if constexpr (STRIDED) {
-      if (r.mode == kStrided)
-        acc = sum_squares_task<kStrided, scalar_t, acc_t>(r, b, begin, end, lane);
-      else
-        acc = sum_squares_task<kDense, scalar_t, acc_t>(r, b, begin, end, lane);
-    } else {
-      if (r.mode == kVec)
-        acc = sum_squares_task<kVec, scalar_t, acc_t>(r, b, begin, end, lane);
-      else
-        acc = sum_squares_task<kDense, scalar_t, acc_t>(r, b, begin, end, lane);
-    }
-    // Butterfly: every lane ends with the same sum, in the same order.
+  // The same sum, accurate when the fast one overflowed or underflowed:
+  // float data in double; double data scaled by 2^-ilogb(max |x|).
+  template <int N>
+  __device__ __forceinline__ SqSum rescue(int u0, int width) const {
+    double m = 0;
+    if (SCALED) {
 #pragma unroll
-    for (int o = kWarp / 2; o > 0; o /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, o);
-    if (lane == 0) partials[b * args.parts_per_row + args.part_off[k] + c] = acc;
+      for (int i = 0; i < N; ++i)
+#pragma unroll
+        for (int v = 0; v < VEC; ++v) m = fmax(m, fabs(static_cast<double>(x[u0 + i].v[v])));
+      for (int o = 1; o < width; o *= 2) m = fmax(m, shfl_xor(m, o));
+    }
+    const int e = (SCALED && m > 0 && m <= DBL_MAX) ? ilogb(m) : 0;
+    double s = 0;
+#pragma unroll
+    for (int i = 0; i < N; ++i)
+#pragma unroll
+      for (int v = 0; v < VEC; ++v) {
+        const double y = ldexp(static_cast<double>(x[u0 + i].v[v]), -e);
+        s = fma(y, y, s);
+      }
+    s = lanes_tree<double, Plus<double>>(s, 1, width);
+    return SqSum{s, e, 0};
+  }
+
+  // A finished row: its norm and penalty stored by `writer`; its penalty returned.
+  __device__ __forceinline__ double finish_row(int64_t b, const SqSum& s, bool writer) const {
+    const acc_t n = row_norm<acc_t>(s, inv_scale);
+    const acc_t v = penalty_value<acc_t>(n, acc_t(a.p.center), acc_t(a.p.power), a.p.one_sided);
+    if (writer) {
+      a.norms[b] = n;
+      if (a.p.reduction == kNone) a.out[b] = static_cast<acc_t>(a.p.weight) * v;
+    }
+    return static_cast<double>(v);
+  }
+
+  __device__ __forceinline__ void task_begin(const plan::TaskPos& p) {
+    values.reset();
+    lanes = p.lanes;
+    pack_elem = static_cast<int64_t>(lane % p.lanes) * VEC;
+  }
+  __device__ __forceinline__ void pack(int u, int k, int64_t b, int64_t e, int64_t end) {
+    load_pack<GENERAL>(x[u], l.op[k], 0, b, e, end);
+  }
+
+  // wide walk
+  __device__ __forceinline__ void row_begin(int64_t) { row_sum = sq_zero(); }
+  __device__ __forceinline__ void operand_begin(int) { blocks.reset(); }
+  __device__ __forceinline__ void block_end(int, int64_t, int64_t, int64_t) {
+    blocks.push(group_sum<plan::kUnroll>(0, kWarp), lane);
+  }
+  __device__ __forceinline__ void operand_end(int k, int64_t b, int64_t chunk) {
+    const SqSum s = blocks.total();
+    if (fold)
+      row_sum = Add()(row_sum, s);
+    else if (lane == 0)
+      a.partials[b * a.ncols + a.first_col[k] + chunk] = s;
+  }
+  __device__ __forceinline__ void row_end(int64_t b) {
+    if (!fold) return;
+    const double v = finish_row(b, row_sum, lane == 0);
+    if (a.p.reduction != kNone) values.push(v, lane);
+  }
+
+  // narrow walk
+  __device__ __forceinline__ void rows_begin(const plan::RowSet&) {
+#pragma unroll
+    for (int u = 0; u < plan::kStepUnroll; ++u) step_sum[u] = sq_zero();
+  }
+  __device__ __forceinline__ void packs_end(int k, const plan::RowSet& rs) {
+#pragma unroll
+    for (int u = 0; u < plan::kStepUnroll; ++u) {
+      const SqSum s = group_sum<1>(u, lanes);
+      if (fold)
+        step_sum[u] = Add()(step_sum[u], s);
+      else if (lane % lanes == 0 && rs.valid[u])
+        a.partials[rs.b[u] * a.ncols + a.first_col[k]] = s;
+    }
+  }
+  __device__ __forceinline__ void rows_end(const plan::RowSet& rs) {
+    if (!fold) return;
+#pragma unroll
+    for (int u = 0; u < plan::kStepUnroll; ++u) {
+      const double v = finish_row(rs.b[u], step_sum[u], rs.valid[u] && lane % lanes == 0);
+      if (a.p.reduction == kNone) continue;
+      // The step's rows (one per group of lanes) as a pairwise tree.
+      const double step = lanes_tree<double, Plus<double>>(rs.valid[u] ? v : 0.0, lanes, kWarp);
+      if (u < rs.nsteps) values.push(step, lane);
+    }
+  }
+  __device__ __forceinline__ void task_end(const plan::TaskPos&) {
+    if (!fold || a.p.reduction == kNone) return;
+    const double total = values.total();
+    if (lane == 0) a.task_values[task] = total;
+  }
+};
+
+template <typename scalar_t, bool GENERAL>
+__global__ void __launch_bounds__(kThreads, kMinBlocksPerSM)
+    fastgp_penalty_partials_kernel(const FwdLaunch l, const FwdArgs<acc_type<scalar_t>> a) {
+  const int lane = threadIdx.x % kWarp;
+  const int64_t ntasks = plan::task_count(l);
+  const double inv_scale = load_any<double>(a.p.inv_scale, 0);
+  for (int64_t task = first_warp_task(); task < ntasks; task += warp_task_stride()) {
+    SumVisitor<scalar_t, GENERAL> v(l, a, lane, task, inv_scale);
+    plan::walk_task<vec_size<scalar_t>()>(l, task, lane, v);
   }
 }
 
-// Sum over the T = 2^t_log2 threads of a group (consecutive thread ids),
-// returned in the group's first thread. Every thread of the block must call
-// it (it synchronizes the block when groups span several warps).
-__device__ __forceinline__ double group_sum(double v, int t_log2, double* smem) {
-  const int T = 1 << t_log2;
-  if (T <= kWarp) {
-    for (int o = T / 2; o > 0; o /= 2) v += __shfl_down_sync(0xffffffffu, v, o, T);
-    return v;
-  }
-  for (int o = kWarp / 2; o > 0; o /= 2) v += __shfl_down_sync(0xffffffffu, v, o);
+// ----------------------------------------------------------------- finalize
+template <typename acc_t>
+struct FinalizeArgs {
+  PenaltyParams<acc_t> p;
+  // split mode: partial sums [batch, ncols]; operand k owns columns
+  // [first_col[k], first_col[k] + cols[k]) of each row.
+  const SqSum* partials;
+  int64_t ncols;
+  int64_t first_col[kFinalizeOperands];
+  int64_t cols[kFinalizeOperands];
+  int noperands;
+  int threads_per_row_log2;
+  const SqSum* row_in;  // the rows' sums over earlier operands (passes after the first), or null
+  SqSum* row_out;       // where a pass that is not the last leaves them, or null
+  // folded mode: the tasks' pairwise sums of penalties
+  const double* task_values;
+  int64_t nvalues;
+  int64_t batch;
+  acc_t* norms;
+  acc_t* out;
+};
+
+// Pairwise tree over aligned groups of T consecutive threads (T a power of
+// two <= the block); the sum lands in each group's first thread. Every thread
+// of the block calls it (it synchronizes when groups span warps).
+template <typename T, class Add>
+__device__ __forceinline__ T threads_tree(T v, int group, T* smem) {
+  v = lanes_tree<T, Add>(v, 1, group < kWarp ? group : kWarp);
+  if (group <= kWarp) return v;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   if (lane == 0) smem[warp] = v;
   __syncthreads();
-  const int wpg = T / kWarp;  // warps per group
-  v = 0;
-  if (warp % wpg == 0) {
-    v = lane < wpg ? smem[warp + lane] : 0.0;
-    for (int o = kWarp / 2; o > 0; o /= 2) v += __shfl_down_sync(0xffffffffu, v, o);
+  const int warps = group / kWarp;
+  v = Add::zero();
+  if (warp % warps == 0) {
+    v = lane < warps ? smem[warp + lane] : Add::zero();
+    v = lanes_tree<T, Add>(v, 1, warps);
   }
   __syncthreads();
   return v;
 }
 
 template <typename acc_t>
+__device__ __forceinline__ void store_reduced(const FinalizeArgs<acc_t>& a, double total) {
+  const acc_t red = reduction_factor<acc_t>(a.p.reduction, a.batch);
+  a.out[0] = static_cast<acc_t>(a.p.weight * static_cast<double>(red) * total);
+}
+
+template <typename acc_t, bool SCALED>
 __global__ void __launch_bounds__(kFinalizeThreads)
-    fastgp_penalty_finalize_kernel(const acc_t* __restrict__ partials, const int64_t parts_per_row,
-                                   const int64_t batch, const int t_log2, const AnyFloat inv_scale,
-                                   const double weight, const double center, const double power, const bool one_sided,
-                                   const int reduction, acc_t* __restrict__ norms, acc_t* __restrict__ out) {
-  __shared__ double smem[kFinalizeThreads / kWarp];
-  const int T = 1 << t_log2;
-  const int groups = kFinalizeThreads / T;
-  const int g = threadIdx.x / T, li = threadIdx.x % T;
-  const double s = load_any<double>(inv_scale, 0);
-  double total = 0;  // this group's rows, in row order (kept by its first thread)
-  // Uniform trip count: group_sum may synchronize the block.
-  const int64_t rounds = div_up(batch, groups);
-  for (int64_t round = 0; round < rounds; ++round) {
-    const int64_t b = round * groups + g;
-    double ss = 0;
-    if (b < batch)
-      for (int64_t j = li; j < parts_per_row; j += T) ss += static_cast<double>(partials[b * parts_per_row + j]);
-    ss = group_sum(ss, t_log2, smem);
-    if (li == 0 && b < batch) {
-      const acc_t n = sample_norm<acc_t>(ss, s);
-      norms[b] = n;
-      const acc_t v = penalty_value<acc_t>(n, acc_t(center), acc_t(power), one_sided);
-      if (reduction == kNone)
-        out[b] = static_cast<acc_t>(weight) * v;
-      else
-        total += static_cast<double>(v);
-    }
+    fastgp_penalty_finalize_kernel(const FinalizeArgs<acc_t> a) {
+  using Add = SqAdd<SCALED>;
+  __shared__ SqSum sq_smem[kFinalizeThreads / kWarp];
+  __shared__ double d_smem[kFinalizeThreads];
+  const int tid = threadIdx.x;
+
+  if (a.task_values != nullptr) {  // folded mode: add the tasks' sums
+    const int64_t per = plan::pow2_ceil(plan::div_up(a.nvalues, kFinalizeThreads));
+    SeqTree<double, Plus<double>, kSequenceLevels> t;
+    for (int64_t i = tid * per; i < (tid + 1) * per && i < a.nvalues; ++i) t.push(a.task_values[i]);
+    const double total = threads_tree<double, Plus<double>>(t.total(), kFinalizeThreads, d_smem);
+    if (tid == 0) store_reduced(a, total);
+    return;
   }
-  if (reduction == kNone) return;
-  // Fixed tree over the groups' totals (threads other than a group's first hold 0).
-  total = li == 0 ? total : 0.0;
-  for (int o = kWarp / 2; o > 0; o /= 2) total += __shfl_down_sync(0xffffffffu, total, o);
-  if (threadIdx.x % kWarp == 0) smem[threadIdx.x / kWarp] = total;
-  __syncthreads();
-  if (threadIdx.x < kWarp) {
-    total = threadIdx.x < kFinalizeThreads / kWarp ? smem[threadIdx.x] : 0.0;
-    for (int o = kWarp / 2; o > 0; o /= 2) total += __shfl_down_sync(0xffffffffu, total, o);
-    if (threadIdx.x == 0) {
-      const acc_t red = reduction_factor<acc_t>(reduction, batch);
-      out[0] = static_cast<acc_t>(weight * static_cast<double>(red) * total);
+
+  const int T = 1 << a.threads_per_row_log2;
+  const int rows_per_round = kFinalizeThreads / T;
+  const int g = tid / T, li = tid % T;
+  const bool last_pass = a.row_out == nullptr;
+  const double inv_scale = load_any<double>(a.p.inv_scale, 0);
+  SeqTree<double, Plus<double>, kSequenceLevels> rounds;  // kept by thread 0
+  const int64_t nrounds = plan::div_up(a.batch, rows_per_round);
+  for (int64_t round = 0; round < nrounds; ++round) {  // the same trip count in every thread
+    const int64_t b = round * rows_per_round + g;
+    const bool valid = b < a.batch;
+    SqSum row = (valid && a.row_in != nullptr) ? a.row_in[b] : sq_zero();
+    for (int k = 0; k < a.noperands; ++k) {
+      const int64_t n = a.cols[k];
+      if (n == 0) continue;
+      const int64_t per = n > T ? plan::pow2_ceil(n) / T : 1;
+      SeqTree<SqSum, Add, kColumnLevels> t;
+      if (valid)
+        for (int64_t c = li * per; c < (li + 1) * per && c < n; ++c)
+          t.push(a.partials[b * a.ncols + a.first_col[k] + c]);
+      const SqSum s = threads_tree<SqSum, Add>(t.total(), T, sq_smem);
+      row = Add()(row, s);
     }
+    double v = 0;
+    if (li == 0 && valid) {
+      if (!last_pass) {
+        a.row_out[b] = row;
+      } else {
+        const acc_t n = row_norm<acc_t>(row, inv_scale);
+        a.norms[b] = n;
+        const acc_t pv = penalty_value<acc_t>(n, acc_t(a.p.center), acc_t(a.p.power), a.p.one_sided);
+        if (a.p.reduction == kNone)
+          a.out[b] = static_cast<acc_t>(a.p.weight) * pv;
+        else
+          v = static_cast<double>(pv);
+      }
+    }
+    if (!last_pass || a.p.reduction == kNone) continue;
+    // This round's rows (in the groups' first threads) as one pairwise tree.
+    if (li == 0) d_smem[g] = v;
+    __syncthreads();
+    v = tid < rows_per_round ? d_smem[tid] : 0.0;
+    __syncthreads();
+    v = threads_tree<double, Plus<double>>(v, kFinalizeThreads, d_smem);
+    if (tid == 0) rounds.push(v);
   }
+  if (last_pass && a.p.reduction != kNone && tid == 0) store_reduced(a, rounds.total());
 }
 
 // ----------------------------------------------------------------- backward
-struct BwdArgs {
-  Rows<2> rows[kMaxTensors];  // tensor 0 = output, 1 = gradient
-  int64_t first_task[kMaxTensors + 1];
-  int64_t cpr[kMaxTensors];
-  int64_t chunk;
-  int ntensors;
-};
-
-struct CoefArgs {
+template <typename acc_t>
+struct CoefOp {
   AnyFloat norms, grad_out, inv_scale;
-  double weight, center, power;
+  PenaltyParams<acc_t> p;
   int64_t batch;
-  int reduction;
-  bool one_sided;
+
+  __device__ __forceinline__ acc_t row_value(int64_t b) const {
+    const double s = load_any<double>(inv_scale, 0);
+    const acc_t weight_inv_scale_sq = static_cast<acc_t>(p.weight * s * s);
+    const acc_t red = reduction_factor<acc_t>(p.reduction, batch);
+    return backward_coef<acc_t>(load_any<acc_t>(grad_out, b), weight_inv_scale_sq, red, load_any<acc_t>(norms, b),
+                                acc_t(p.center), acc_t(p.power), p.one_sided);
+  }
+  __device__ __forceinline__ acc_t apply(acc_t w, const acc_t (&x)[1]) const { return w * x[0]; }
 };
 
-template <int MODE, typename scalar_t, typename acc_t>
-__device__ __forceinline__ void scale_task(const Rows<2>& r, int64_t b, int64_t begin, int64_t end, acc_t coef,
-                                           int lane) {
-  constexpr int VEC = vec_size<scalar_t>();
-  constexpr int U = unroll_for(MODE);
-  for (int64_t base = begin + lane * VEC; base < end; base += kWarp * VEC * U) {
-    Pack<scalar_t, VEC> x[U];
-#pragma unroll
-    for (int u = 0; u < U; ++u) load_pack<MODE>(x[u], r, 1, b, base + u * kWarp * VEC, end);
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-#pragma unroll
-      for (int v = 0; v < VEC; ++v) x[u].v[v] = static_cast<scalar_t>(coef * static_cast<acc_t>(x[u].v[v]));
-      store_pack<MODE>(x[u], r, 0, b, base + u * kWarp * VEC, end);
-    }
-  }
-}
-
-template <typename scalar_t, bool STRIDED>
-__global__ void __launch_bounds__(kBlock, kMinBlocksPerSM)
-    fastgp_penalty_backward_kernel(const BwdArgs args, const CoefArgs c) {
-  using acc_t = acc_type<scalar_t>;
-  const int lane = threadIdx.x % kWarp;
-  const int64_t ntasks = args.first_task[args.ntensors];
-  const int64_t nwarps = static_cast<int64_t>(gridDim.x) * kWarpsPerBlock;
-  const double s = load_any<double>(c.inv_scale, 0);
-  const acc_t wss = static_cast<acc_t>(c.weight * s * s);
-  const acc_t red = reduction_factor<acc_t>(c.reduction, c.batch);
-  for (int64_t task = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp; task < ntasks;
-       task += nwarps) {
-    const TaskPos t = locate_task(args.first_task, args.cpr, args.rows, args.chunk, task);
-    const int64_t b = t.b, begin = t.begin, end = t.end;
-    const Rows<2>& r = args.rows[t.k];
-    const acc_t coef = backward_coef<acc_t>(load_any<acc_t>(c.grad_out, b), wss, red, load_any<acc_t>(c.norms, b),
-                                            acc_t(c.center), acc_t(c.power), c.one_sided);
-    // The strided instance serves launches holding an index-computing layout;
-    // its other tensors take the scalar path (same element order, same sums).
-    if constexpr (STRIDED) {
-      if (r.mode == kStrided)
-        scale_task<kStrided, scalar_t>(r, b, begin, end, coef, lane);
-      else
-        scale_task<kDense, scalar_t>(r, b, begin, end, coef, lane);
-    } else {
-      if (r.mode == kVec)
-        scale_task<kVec, scalar_t>(r, b, begin, end, coef, lane);
-      else
-        scale_task<kDense, scalar_t>(r, b, begin, end, coef, lane);
-    }
-  }
-}
-
-int log2_ceil(int64_t x) {
-  int l = 0;
-  while ((int64_t{1} << l) < x) ++l;
-  return l;
+template <typename acc_t>
+PenaltyParams<acc_t> penalty_params(const AnyFloat& s, double weight, double center, double power, bool one_sided,
+                                    int64_t reduction) {
+  return PenaltyParams<acc_t>{s, weight, center, power, static_cast<int>(reduction), one_sided};
 }
 
 }  // namespace
@@ -249,59 +372,94 @@ std::tuple<at::Tensor, at::Tensor> penalty_forward_cuda(at::TensorList grads,
 
   const int64_t ntensors = static_cast<int64_t>(grads.size());
   std::vector<at::Tensor> gs(grads.begin(), grads.end());
-  std::vector<Rows<1>> rows(ntensors);
-  int64_t total = 0;
-  for (int64_t k = 0; k < ntensors; ++k) {
-    if (!make_rows<1>(rows[k], {&gs[k]})) {  // more than kDevDims unmergeable dims: rare
-      gs[k] = gs[k].contiguous();
-      TORCH_INTERNAL_ASSERT(make_rows<1>(rows[k], {&gs[k]}));
-    }
-    total += batch * rows[k].row_numel;
-  }
+  const std::vector<plan::Operand<1>> operands = plan::forward_operands(gs);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const auto double_opts = grads[0].options().dtype(at::kDouble);
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grads[0].scalar_type(), "fastgp_penalty_forward_cuda", [&] {
     using acc_t = acc_type<scalar_t>;
-    const int64_t chunk = chunk_elems(total, vec_size<scalar_t>());
-    std::vector<int64_t> cpr(ntensors), part_off(ntensors);
-    int64_t parts_per_row = 0;
-    for (int64_t k = 0; k < ntensors; ++k) {
-      cpr[k] = div_up(std::max<int64_t>(rows[k].row_numel, 1), chunk);
-      part_off[k] = parts_per_row;
-      parts_per_row += cpr[k];
-    }
-    at::Tensor partials = at::empty({batch * parts_per_row}, acc_opts);
-    // One launch per kMaxTensors gradients (a critic has one to a few inputs).
-    for (int64_t k0 = 0; k0 < ntensors; k0 += kMaxTensors) {
-      FwdArgs args{};
-      args.ntensors = static_cast<int>(std::min<int64_t>(ntensors - k0, kMaxTensors));
-      args.chunk = chunk;
-      args.parts_per_row = parts_per_row;
-      bool strided = false;
-      for (int j = 0; j < args.ntensors; ++j) {
-        args.rows[j] = rows[k0 + j];
-        args.cpr[j] = cpr[k0 + j];
-        args.part_off[j] = part_off[k0 + j];
-        args.first_task[j + 1] = args.first_task[j] + batch * cpr[k0 + j];
-        strided = strided || rows[k0 + j].mode == kStrided;
-      }
-      const int64_t ntasks = args.first_task[args.ntensors];
-      constexpr auto slow = fastgp_penalty_partials_kernel<scalar_t, true>;
-      constexpr auto fast = fastgp_penalty_partials_kernel<scalar_t, false>;
-      if (strided)
-        slow<<<grid_for<slow>(ntasks), kBlock, 0, stream>>>(args, partials.mutable_data_ptr<acc_t>());
+    constexpr bool kScaled = std::is_same<scalar_t, double>::value;
+    constexpr auto fast = fastgp_penalty_partials_kernel<scalar_t, false>;
+    constexpr auto slow = fastgp_penalty_partials_kernel<scalar_t, true>;
+    constexpr auto finalize = fastgp_penalty_finalize_kernel<acc_t, kScaled>;
+    auto fit = [](bool general) { return GridFit{general ? resident_blocks<slow>() : resident_blocks<fast>()}; };
+    const plan::ForwardPlan fp = plan::plan_forward(operands, batch, vec_size<scalar_t>(),
+                                                    [&](bool general) { return fit(general).resident_warps(); });
+    const PenaltyParams<acc_t> params = penalty_params<acc_t>(s, weight, center, power, one_sided, reduction);
+    FwdArgs<acc_t> args{};
+    args.p = params;
+    args.norms = norms.mutable_data_ptr<acc_t>();
+    args.out = out.mutable_data_ptr<acc_t>();
+    FinalizeArgs<acc_t> f{};
+    f.p = params;
+    f.batch = batch;
+    f.norms = args.norms;
+    f.out = args.out;
+    auto launch = [&](const FwdLaunch& l) {
+      const int64_t ntasks = plan::task_count(l);
+      if (ntasks == 0) return;
+      const bool general = plan::needs_strided_kernel(l);
+      if (general)
+        slow<<<fit(true).blocks(ntasks), kThreads, 0, stream>>>(l, args);
       else
-        fast<<<grid_for<fast>(ntasks), kBlock, 0, stream>>>(args, partials.mutable_data_ptr<acc_t>());
+        fast<<<fit(false).blocks(ntasks), kThreads, 0, stream>>>(l, args);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
+    };
+    auto launch_finalize = [&] {
+      finalize<<<1, kFinalizeThreads, 0, stream>>>(f);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    };
+
+    if (fp.folded) {  // one launch does everything but adding the tasks' penalties
+      const FwdLaunch& l = fp.launches[0];
+      at::Tensor task_values;
+      if (reduction != kNone) {
+        task_values = at::empty({plan::task_count(l)}, double_opts);
+        args.task_values = task_values.mutable_data_ptr<double>();
+      }
+      launch(l);
+      if (reduction != kNone) {
+        f.task_values = task_values.const_data_ptr<double>();
+        f.nvalues = task_values.numel();
+        launch_finalize();
+      }
+      return;
     }
-    // Threads per row in the finalize: all rows at once when the batch allows
-    // (one round), never more threads than a row has partials.
-    const int groups_log2 = std::min(log2_ceil(batch), log2_ceil(kFinalizeThreads));
-    const int t_log2 = std::min(log2_ceil(parts_per_row), log2_ceil(kFinalizeThreads) - groups_log2);
-    fastgp_penalty_finalize_kernel<acc_t><<<1, kFinalizeThreads, 0, stream>>>(
-        partials.const_data_ptr<acc_t>(), parts_per_row, batch, t_log2, s, weight, center, power, one_sided,
-        static_cast<int>(reduction), norms.mutable_data_ptr<acc_t>(), out.mutable_data_ptr<acc_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+
+    // Split: partial sums per (row, operand, chunk), then the finalize.
+    int64_t max_cols = 1;
+    for (int64_t c : fp.cols) max_cols = std::max(max_cols, c);
+    TORCH_CHECK(plan::pow2_ceil(max_cols) / kFinalizeThreads <= (int64_t{1} << kColumnLevels), op,
+                ": a row is split into too many chunks (", max_cols, ")");
+    // SqSum is 16 bytes: two doubles per partial.
+    at::Tensor partials = at::empty({std::max<int64_t>(batch * fp.ncols, 1) * 2}, double_opts);
+    args.partials = reinterpret_cast<SqSum*>(partials.mutable_data_ptr<double>());
+    args.ncols = fp.ncols;
+    for (size_t i = 0; i < fp.launches.size(); ++i) {
+      for (int j = 0; j < fp.launches[i].noperands; ++j) args.first_col[j] = fp.first_col[i * kMaxOperands + j];
+      launch(fp.launches[i]);
+    }
+    f.partials = args.partials;
+    f.ncols = fp.ncols;
+    int t_log2 = 0;
+    while ((int64_t{1} << t_log2) < std::min<int64_t>(max_cols, kFinalizeThreads)) ++t_log2;
+    f.threads_per_row_log2 = t_log2;
+    // More than kFinalizeOperands gradients: passes that carry each row's sum on.
+    const int64_t npasses = plan::div_up(ntensors, kFinalizeOperands);
+    at::Tensor carried[2];
+    if (npasses > 1)
+      for (auto& c : carried) c = at::empty({batch * 2}, double_opts);
+    for (int64_t pass = 0; pass < npasses; ++pass) {
+      const int64_t k0 = pass * kFinalizeOperands;
+      f.noperands = static_cast<int>(std::min<int64_t>(ntensors - k0, kFinalizeOperands));
+      for (int j = 0; j < f.noperands; ++j) {
+        f.first_col[j] = fp.first_col[k0 + j];
+        f.cols[j] = fp.cols[k0 + j];
+      }
+      f.row_in = pass == 0 ? nullptr : reinterpret_cast<const SqSum*>(carried[(pass + 1) % 2].const_data_ptr<double>());
+      f.row_out = pass + 1 == npasses ? nullptr : reinterpret_cast<SqSum*>(carried[pass % 2].mutable_data_ptr<double>());
+      launch_finalize();
+    }
   });
   return {out, norms};
 }
@@ -314,56 +472,17 @@ std::vector<at::Tensor> penalty_backward_cuda(const at::Tensor& grad_out, at::Te
   check_backward_args(grad_out, grads, norms, inv_scale, reduction, op);
   const int64_t batch = grads[0].size(0);
   const c10::cuda::CUDAGuard guard(grads[0].device());
-  CoefArgs c;
-  c.norms = any_float(norms, op, "norms");
-  c.grad_out = any_float(grad_out, op, "grad_out");
-  c.inv_scale = inv_scale.has_value() ? any_float(*inv_scale, op, "inv_scale") : AnyFloat{};
-  c.weight = weight;
-  c.center = center;
-  c.power = power;
-  c.batch = batch;
-  c.reduction = static_cast<int>(reduction);
-  c.one_sided = one_sided;
+  const AnyFloat s = inv_scale.has_value() ? any_float(*inv_scale, op, "inv_scale") : AnyFloat{};
+  const AnyFloat n = any_float(norms, op, "norms");
+  const AnyFloat go = any_float(grad_out, op, "grad_out");
 
-  const int64_t ntensors = static_cast<int64_t>(grads.size());
-  std::vector<at::Tensor> outs;
-  outs.reserve(ntensors);
-  std::vector<at::Tensor> gs(grads.begin(), grads.end());
-  std::vector<Rows<2>> rows(ntensors);
-  int64_t total = 0;
-  for (int64_t k = 0; k < ntensors; ++k) {
-    outs.push_back(at::empty_like(gs[k]));  // the fake kernel's layout
-    if (!make_rows<2>(rows[k], {&outs[k], &gs[k]})) {  // rare: read a dense copy in the output's layout
-      gs[k] = at::empty_like(outs[k]).copy_(gs[k]);
-      TORCH_INTERNAL_ASSERT(make_rows<2>(rows[k], {&outs[k], &gs[k]}));
-    }
-    total += outs[k].numel();
-  }
-  if (total == 0) return outs;
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  std::vector<at::Tensor> gs(grads.begin(), grads.end()), outs;
+  const std::vector<plan::Operand<2>> operands = plan::backward_operands(gs, outs);
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grads[0].scalar_type(), "fastgp_penalty_backward_cuda", [&] {
-    const int64_t chunk = chunk_elems(total, vec_size<scalar_t>());
-    for (int64_t k0 = 0; k0 < ntensors; k0 += kMaxTensors) {
-      BwdArgs args{};
-      args.ntensors = static_cast<int>(std::min<int64_t>(ntensors - k0, kMaxTensors));
-      args.chunk = chunk;
-      bool strided = false;
-      for (int j = 0; j < args.ntensors; ++j) {
-        args.rows[j] = rows[k0 + j];
-        args.cpr[j] = div_up(std::max<int64_t>(rows[k0 + j].row_numel, 1), chunk);
-        args.first_task[j + 1] = args.first_task[j] + batch * args.cpr[j];
-        strided = strided || rows[k0 + j].mode == kStrided;
-      }
-      const int64_t ntasks = args.first_task[args.ntensors];
-      constexpr auto slow = fastgp_penalty_backward_kernel<scalar_t, true>;
-      constexpr auto fast = fastgp_penalty_backward_kernel<scalar_t, false>;
-      if (strided)
-        slow<<<grid_for<slow>(ntasks), kBlock, 0, stream>>>(args, c);
-      else
-        fast<<<grid_for<fast>(ntasks), kBlock, 0, stream>>>(args, c);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    }
+    using acc_t = acc_type<scalar_t>;
+    const CoefOp<acc_t> coef{n, go, s, penalty_params<acc_t>(s, weight, center, power, one_sided, reduction), batch};
+    launch_map_rows<scalar_t, 2, kMaxOperands>(operands, batch, coef);
   });
   return outs;
 }
