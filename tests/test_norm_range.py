@@ -16,7 +16,7 @@ import torch
 import fastgp
 from fastgp import reference
 
-BACKENDS = ["torch"]
+BACKENDS = [b for b in ("torch", "cpp") if b in fastgp.available_backends("cpu")]
 DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 # Per dtype: element magnitudes at both ends of its range whose norms over a
@@ -57,10 +57,10 @@ def _expected_norms(grads):
 def _norm_rtol(dtype, row_len):
     """A float-accumulated sum of k non-negative terms is within (k - 1) units of
     roundoff; the kernels sum each row in 16 lanes over chunks of up to 2**15
-    elements (then in float64), the reference in float64 throughout; the sqrt
-    halves the error, the final rounding into the accumulation dtype adds one
-    unit."""
-    terms = min(row_len, 1 << 15) // 16 + 16
+    elements, then add the chunks' sums in float64; the reference sums in
+    float64 throughout. The sqrt halves the error, the final rounding into the
+    accumulation dtype adds one unit."""
+    terms = min(row_len, 1 << 15) // 16 + 16 + row_len // (1 << 15) + 1
     return (terms / 2 + 2) * _unit(dtype)
 
 
@@ -173,6 +173,21 @@ def test_backward_at_range_ends(backend, dtype, params):
         err = (grad.double() - want).abs()[representable]
         assert (err <= rtol * want.abs()[representable] + finfo.smallest_normal * finfo.eps).all(), (
             scale, grad, want)
+
+
+@pytest.mark.skipif("cpp" not in BACKENDS, reason="C++ extension not loaded")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_backward_of_a_zero_cotangent_is_zero_at_tiny_norms(dtype):
+    """grad_out 0 times a coefficient that overflows the accumulation type
+    (phi'(n)/n of a subnormal norm) is 0, not 0 * inf = NaN."""
+    tiny = 1e-44 if dtype == torch.float32 else 1e-322
+    g = torch.full((3, 4), tiny, dtype=dtype)
+    _, norms = torch.ops.fastgp.penalty_forward([g], None, 1.0, 1.0, 2.0, False, 0)
+    grad_out = torch.tensor([0.0, 1.0, -2.0], dtype=dtype)
+    (d,) = torch.ops.fastgp.penalty_backward(grad_out, [g], norms, None, 1.0, 1.0, 2.0, False, 0)
+    assert torch.equal(d[0], torch.zeros(4, dtype=dtype))
+    # 2 (n - 1) / n * g with n = 2 g (exact here): -1 per element, times grad_out
+    torch.testing.assert_close(d[1:], -grad_out[1:, None].expand(2, 4), rtol=1e-6, atol=0)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

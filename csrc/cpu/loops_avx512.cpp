@@ -1,0 +1,35 @@
+// The hot loops for CPUs with AVX-512 F/BW/VL/DQ (ATen's AVX512 capability),
+// in 512-bit vectors. AVX-512F has FMA instructions of its own: the build's
+// -ffp-contract=off keeps the compiler from contracting. See loops_avx2.cpp for
+// why the instruction set is chosen here, and loops_impl.h for what these
+// files may include.
+#include "loops.h"
+
+#if defined(__x86_64__) || defined(_M_X64)
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,f16c,prefer-vector-width=512"))), apply_to = function)
+#elif defined(__GNUC__)
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,f16c,prefer-vector-width=512")
+#endif
+
+#define FASTGP_LOOPS_F16C
+#define FASTGP_LOOPS_ISA isa_avx512
+#include "loops_impl.h"
+
+namespace fastgp {
+namespace cpu {
+
+const Loops& loops_avx512() {
+  using namespace isa_avx512;
+  static constexpr Loops loops{"avx512", typed_loops<HalfBits>(), typed_loops<BFloat16Bits>(), typed_loops<float>(),
+                               typed_loops<double>()};
+  return loops;
+}
+
+}  // namespace cpu
+}  // namespace fastgp
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#endif
+#endif  // x86-64

@@ -1,0 +1,243 @@
+// The hot loops (loops.h), included once by each per-capability translation
+// unit after it has chosen its instruction set (#pragma GCC target) and the
+// namespace FASTGP_LOOPS_ISA.
+//
+// Why these translation units include nothing but <cstdint> (and, for the AVX
+// variants, <immintrin.h>, whose intrinsics are always inlined): an inline
+// function or template that one of them instantiates from a shared header
+// (ATen, c10, the standard library) is emitted as a weak symbol compiled with
+// AVX instructions, and the linker keeps one copy of it for the whole library:
+// if it keeps that one, the baseline path runs AVX code and dies with SIGILL on
+// a CPU without AVX. So everything here is our own, in an anonymous namespace
+// (internal linkage, one copy per variant): raw pointers, float16/bfloat16
+// conversions written out, compiler builtins instead of <cmath>/<bit>. The only
+// external symbol of a variant is its loops_<capability>() getter.
+//
+// The float16/bfloat16 conversions are branch-free (so the loops vectorize)
+// and round to nearest even like c10's: the FP16 library's fp16_ieee_to_fp32_value
+// / fp16_ieee_from_fp32_value (what c10::Half uses on a baseline CPU; NaN
+// becomes 0x7E00 with its sign), and c10::BFloat16's round_to_nearest_even
+// (NaN becomes 0x7FC0); the AVX variants convert float16 with F16C, which
+// gives the same values. So every variant gives the same bits, except that a
+// NaN may come out with another sign or payload (x86 passes on one operand's
+// NaN, and which operand comes first is the compiler's choice).
+#ifndef FASTGP_LOOPS_ISA
+#error "define FASTGP_LOOPS_ISA (the variant's namespace) before including loops_impl.h"
+#endif
+
+// No fused multiply-adds (setup.py passes -ffp-contract=off; clang also takes it here).
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#endif
+
+// With F16C (the AVX variants define FASTGP_LOOPS_F16C) float16 is converted
+// 8 at a time by the hardware: exact one way, round to nearest even the other,
+// so the same values as the written-out conversions.
+#ifdef FASTGP_LOOPS_F16C
+#include <immintrin.h>
+#endif
+
+namespace fastgp {
+namespace cpu {
+namespace FASTGP_LOOPS_ISA {
+namespace {
+
+inline float float_of_bits(uint32_t w) { return __builtin_bit_cast(float, w); }
+inline uint32_t bits_of_float(float f) { return __builtin_bit_cast(uint32_t, f); }
+// cond ? a : b with masks: a ?: over floating-point values is control flow the
+// vectorizer will not if-convert under -ftrapping-math (GCC's default).
+inline uint32_t select(bool cond, uint32_t a, uint32_t b) {
+  const uint32_t mask = 0u - uint32_t(cond);
+  return (a & mask) | (b & ~mask);
+}
+
+inline float half_to_float(uint16_t h) {
+  const uint32_t w = uint32_t(h) << 16;
+  const uint32_t sign = w & 0x80000000u;
+  const uint32_t two_w = w + w;
+  // Normal (and inf/NaN): shift the exponent and mantissa into place and rebias
+  // with an exact multiplication; subnormal: build 0.5 + m * 2^-24 and subtract 0.5.
+  const float normalized = float_of_bits((two_w >> 4) + (0xE0u << 23)) * 0x1.0p-112f;
+  const float denormalized = float_of_bits((two_w >> 17) | (126u << 23)) - 0.5f;
+  const uint32_t magnitude = select(two_w < (1u << 27), bits_of_float(denormalized), bits_of_float(normalized));
+  return float_of_bits(sign | magnitude);
+}
+
+inline uint16_t float_to_half(float f) {
+  // Scaling up then down rounds the mantissa at binary16's precision, with
+  // overflow to inf; adding the bias puts the rounded bits where binary16 wants them.
+  float base = (__builtin_fabsf(f) * 0x1.0p+112f) * 0x1.0p-110f;
+  const uint32_t w = bits_of_float(f);
+  const uint32_t shl1_w = w + w;
+  const uint32_t sign = w & 0x80000000u;
+  uint32_t bias = shl1_w & 0xFF000000u;
+  bias = select(bias < 0x71000000u, 0x71000000u, bias);
+  base = float_of_bits((bias >> 1) + 0x07800000u) + base;
+  const uint32_t bits = bits_of_float(base);
+  const uint32_t nonsign = ((bits >> 13) & 0x00007C00u) + (bits & 0x00000FFFu);
+  return uint16_t((sign >> 16) | select(shl1_w > 0xFF000000u, 0x7E00u, nonsign));
+}
+
+inline float bfloat16_to_float(uint16_t b) { return float_of_bits(uint32_t(b) << 16); }
+
+inline uint16_t float_to_bfloat16(float f) {
+  const uint32_t u = bits_of_float(f);
+  return uint16_t(select(f != f, 0x7FC0u, (u + ((u >> 16) & 1u) + 0x7FFFu) >> 16));
+}
+
+// load: storage -> accumulation type; put: back into storage, rounding to nearest even.
+inline float load(float v) { return v; }
+inline double load(double v) { return v; }
+inline float load(HalfBits v) { return half_to_float(v.bits); }
+inline float load(BFloat16Bits v) { return bfloat16_to_float(v.bits); }
+inline void put(float& out, float v) { out = v; }
+inline void put(double& out, double v) { out = v; }
+inline void put(HalfBits& out, float v) { out.bits = float_to_half(v); }
+inline void put(BFloat16Bits& out, float v) { out.bits = float_to_bfloat16(v); }
+
+template <typename T>
+struct AccOf {
+  using type = float;
+};
+template <>
+struct AccOf<double> {
+  using type = double;
+};
+template <typename T>
+using acc_of = typename AccOf<T>::type;
+
+constexpr int kLanes = 16;
+
+template <typename A, typename B>
+constexpr bool kSame = false;
+template <typename A>
+constexpr bool kSame<A, A> = true;
+
+#ifdef FASTGP_LOOPS_F16C
+inline __m256 load8(const HalfBits* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+inline void put8(HalfBits* p, __m256 v) {
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+}
+
+// The contiguous part of run_sum_squares for float16: the same lanes and the
+// same operations, 8 lanes to a register. Returns how many elements it took.
+inline int64_t sum_squares_f16c(const HalfBits* p, int64_t n, float* lane) {
+  __m256 lo = _mm256_loadu_ps(lane), hi = _mm256_loadu_ps(lane + 8);
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    const __m256 a = load8(p + i), b = load8(p + i + 8);
+    lo = _mm256_add_ps(lo, _mm256_mul_ps(a, a));
+    hi = _mm256_add_ps(hi, _mm256_mul_ps(b, b));
+  }
+  _mm256_storeu_ps(lane, lo);
+  _mm256_storeu_ps(lane + 8, hi);
+  return i;
+}
+
+inline int64_t interpolate_f16c(HalfBits* out, const HalfBits* real, const HalfBits* fake, int64_t n, float wr,
+                                float wf) {
+  const __m256 vr = _mm256_set1_ps(wr), vf = _mm256_set1_ps(wf);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    put8(out + i, _mm256_add_ps(_mm256_mul_ps(vr, load8(real + i)), _mm256_mul_ps(vf, load8(fake + i))));
+  return i;
+}
+
+inline int64_t scale_f16c(HalfBits* out, const HalfBits* g, int64_t n, float c) {
+  const __m256 vc = _mm256_set1_ps(c);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) put8(out + i, _mm256_mul_ps(vc, load8(g + i)));
+  return i;
+}
+#endif
+
+template <typename T>
+acc_of<T> run_sum_squares(const T* __restrict p, int64_t stride, int64_t n) {
+  using A = acc_of<T>;
+  if (n < kLanes) {  // short rows (tabular data): no lane set-up
+    A acc = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const A v = load(p[i * stride]);
+      acc += v * v;
+    }
+    return acc;
+  }
+  A lane[kLanes] = {};
+  int64_t i = 0;
+  if (stride == 1) {
+#ifdef FASTGP_LOOPS_F16C
+    if constexpr (kSame<T, HalfBits>) i = sum_squares_f16c(p, n, lane);
+#endif
+    for (; i + kLanes <= n; i += kLanes)
+      for (int j = 0; j < kLanes; ++j) {
+        const A v = load(p[i + j]);
+        lane[j] += v * v;
+      }
+  }
+  for (; i < n; ++i) {
+    const A v = load(p[i * stride]);
+    lane[i % kLanes] += v * v;
+  }
+  for (int w = kLanes / 2; w > 0; w /= 2)
+    for (int j = 0; j < w; ++j) lane[j] += lane[j + w];
+  return lane[0];
+}
+
+template <typename T>
+void sum_squares(const T* g, const int64_t* row_stride, const int64_t* stride, int64_t len, int64_t rows,
+                 acc_of<T>* out) {
+  for (int64_t r = 0; r < rows; ++r) out[r] = run_sum_squares(g + r * row_stride[0], stride[0], len);
+}
+
+template <typename T>
+void interpolate(T* out, const T* real, const T* fake, const int64_t* row_stride, const int64_t* stride,
+                 int64_t len, int64_t rows, const acc_of<T>* w) {
+  using A = acc_of<T>;
+  const int64_t so = stride[0], sr = stride[1], sf = stride[2];
+  for (int64_t r = 0; r < rows; ++r) {
+    const A wr = w[r], wf = A(1) - wr;
+    T* __restrict po = out + r * row_stride[0];
+    const T* __restrict pr = real + r * row_stride[1];
+    const T* __restrict pf = fake + r * row_stride[2];
+    if (so == 1 && sr == 1 && sf == 1) {
+      int64_t i = 0;
+#ifdef FASTGP_LOOPS_F16C
+      if constexpr (kSame<T, HalfBits>) i = interpolate_f16c(po, pr, pf, len, wr, wf);
+#endif
+      for (; i < len; ++i) put(po[i], wr * load(pr[i]) + wf * load(pf[i]));
+    } else {
+      for (int64_t i = 0; i < len; ++i) put(po[i * so], wr * load(pr[i * sr]) + wf * load(pf[i * sf]));
+    }
+  }
+}
+
+template <typename T>
+void scale(T* out, const T* g, const int64_t* row_stride, const int64_t* stride, int64_t len, int64_t rows,
+           const acc_of<T>* coef) {
+  using A = acc_of<T>;
+  const int64_t so = stride[0], sg = stride[1];
+  for (int64_t r = 0; r < rows; ++r) {
+    const A c = coef[r];
+    T* __restrict po = out + r * row_stride[0];
+    const T* __restrict pg = g + r * row_stride[1];
+    if (so == 1 && sg == 1) {
+      int64_t i = 0;
+#ifdef FASTGP_LOOPS_F16C
+      if constexpr (kSame<T, HalfBits>) i = scale_f16c(po, pg, len, c);
+#endif
+      for (; i < len; ++i) put(po[i], c * load(pg[i]));
+    } else {
+      for (int64_t i = 0; i < len; ++i) put(po[i * so], c * load(pg[i * sg]));
+    }
+  }
+}
+
+template <typename T>
+constexpr TypedLoops<T, acc_of<T>> typed_loops() {
+  return {&sum_squares<T>, &interpolate<T>, &scale<T>};
+}
+
+}  // namespace
+}  // namespace FASTGP_LOOPS_ISA
+}  // namespace cpu
+}  // namespace fastgp
