@@ -35,11 +35,13 @@ struct TypedLoops {
   void (*sum_squares)(const T* g, const int64_t* row_stride, const int64_t* stride, int64_t len, int64_t rows,
                       Acc* out);
   // out = w[r] * real + (1 - w[r]) * fake, in Acc (tensors: out, real, fake).
+  // stream: write contiguous outputs past the caches (for outputs much larger
+  // than them; a hint, which the baseline variant ignores).
   void (*interpolate)(T* out, const T* real, const T* fake, const int64_t* row_stride, const int64_t* stride,
-                      int64_t len, int64_t rows, const Acc* w);
-  // out = coef[r] * g, in Acc (tensors: out, g).
+                      int64_t len, int64_t rows, const Acc* w, bool stream);
+  // out = coef[r] * g, in Acc (tensors: out, g); stream as above.
   void (*scale)(T* out, const T* g, const int64_t* row_stride, const int64_t* stride, int64_t len, int64_t rows,
-                const Acc* coef);
+                const Acc* coef, bool stream);
 };
 
 struct Loops {

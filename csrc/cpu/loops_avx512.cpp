@@ -13,6 +13,7 @@
 #endif
 
 #define FASTGP_LOOPS_F16C
+#define FASTGP_LOOPS_STREAM
 #define FASTGP_LOOPS_ISA isa_avx512
 #include "loops_impl.h"
 
