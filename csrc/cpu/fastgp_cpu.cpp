@@ -10,7 +10,6 @@
 #include <torch/library.h>
 
 #include <string>
-#include <type_traits>
 #include <vector>
 
 #include "../checks.h"
@@ -19,6 +18,7 @@
 #include "loops.h"
 #include "range_rescue.h"
 #include "row_tasks.h"
+#include "typed_loops.h"
 
 namespace fastgp {
 namespace cpu {
@@ -40,53 +40,7 @@ const Loops& select_loops() {
   return loops_default();
 }
 
-const Loops& cpu_loops() {
-  static const Loops& loops = select_loops();
-  return loops;
-}
-
 std::string cpu_capability() { return cpu_loops().capability; }
-
-// The storage type of loops.h for each ATen dtype.
-template <typename scalar_t>
-struct StorageOf {
-  using type = scalar_t;  // float, double
-};
-template <>
-struct StorageOf<at::Half> {
-  using type = HalfBits;
-};
-template <>
-struct StorageOf<at::BFloat16> {
-  using type = BFloat16Bits;
-};
-template <typename scalar_t>
-using storage_t = typename StorageOf<scalar_t>::type;
-static_assert(sizeof(at::Half) == sizeof(HalfBits) && sizeof(at::BFloat16) == sizeof(BFloat16Bits),
-              "loops.h's float16/bfloat16 storage must match c10's");
-
-template <typename scalar_t>
-storage_t<scalar_t>* data_of(at::Tensor& t) {
-  return reinterpret_cast<storage_t<scalar_t>*>(t.data_ptr<scalar_t>());
-}
-template <typename scalar_t>
-const storage_t<scalar_t>* data_of(const at::Tensor& t) {
-  return reinterpret_cast<const storage_t<scalar_t>*>(t.const_data_ptr<scalar_t>());
-}
-
-template <typename scalar_t>
-const TypedLoops<storage_t<scalar_t>, acc_type<scalar_t>>& loops_for() {
-  const Loops& loops = cpu_loops();
-  if constexpr (std::is_same<scalar_t, at::Half>::value) {
-    return loops.f16;
-  } else if constexpr (std::is_same<scalar_t, at::BFloat16>::value) {
-    return loops.bf16;
-  } else if constexpr (std::is_same<scalar_t, float>::value) {
-    return loops.f32;
-  } else {
-    return loops.f64;
-  }
-}
 
 constexpr int64_t kNoRowStride[3] = {0, 0, 0};  // for loop calls on a single run
 
@@ -188,20 +142,20 @@ std::tuple<at::Tensor, at::Tensor> penalty_forward_cpu(at::TensorList grads,
     // Deterministic combine: per row, tensors then chunks in order; rows out
     // of the fast pass's range are recomputed (penalty_math.h, "Range").
     acc_t* np = norms.data_ptr<acc_t>();
-    std::vector<int64_t> rescue;
+    std::vector<std::pair<int64_t, double>> rescue;  // (row, its fast sum)
     for (int64_t b = 0; b < batch; ++b) {
       double ss = 0;
       for (size_t k = 0; k < grid.layouts.size(); ++k)
         for (int64_t c = 0; c < grid.tasks[k].chunks_per_row; ++c) ss += partial[grid.partial_index(k, b, c)];
       if (norm_needs_rescue<acc_t>(ss))
-        rescue.push_back(b);
+        rescue.emplace_back(b, ss);
       else
         np[b] = sample_norm<acc_t>(ss, s);
     }
     if (!rescue.empty()) at::parallel_for(0, static_cast<int64_t>(rescue.size()), 1, [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) {
-        const ScaledSquares r = rescue_row_squares<scalar_t>(grads, grid.layouts, rescue[i]);
-        np[rescue[i]] = scaled_norm<acc_t>(r.sum, r.exponent, s);
+        const ScaledSquares r = rescue_row_squares<scalar_t>(grads, grid, rescue[i].first, rescue[i].second);
+        np[rescue[i].first] = scaled_norm<acc_t>(r.sum, r.exponent, s);
       }
     });
     acc_t* op_ = out.data_ptr<acc_t>();
@@ -294,6 +248,11 @@ std::vector<at::Tensor> penalty_backward_cpu(const at::Tensor& grad_out, at::Ten
 }
 
 }  // namespace
+
+const Loops& cpu_loops() {
+  static const Loops& loops = select_loops();
+  return loops;
+}
 
 TORCH_LIBRARY_FRAGMENT(fastgp, m) {
   // Which compiled variant of the CPU kernels runs here: "default", "avx2" or "avx512".

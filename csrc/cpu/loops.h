@@ -34,6 +34,10 @@ struct TypedLoops {
   // lanes then combined pairwise): one order for every vector width.
   void (*sum_squares)(const T* g, const int64_t* row_stride, const int64_t* stride, int64_t len, int64_t rows,
                       Acc* out);
+  // For the rescue pass (range_rescue.h), on one run: the sum of squares of
+  // x * scale in double (16 lanes as above), and the largest |x|.
+  double (*sum_squares_wide)(const T* g, int64_t stride, int64_t n, double scale);
+  double (*largest_abs)(const T* g, int64_t stride, int64_t n);
   // out = w[r] * real + (1 - w[r]) * fake, in Acc (tensors: out, real, fake).
   // stream: write contiguous outputs past the caches (for outputs much larger
   // than them; a hint, which the baseline variant ignores).

@@ -138,7 +138,7 @@ inline int64_t interpolate_f16c(HalfBits* out, const HalfBits* real, const HalfB
                                 float wf) {
   const __m256 vr = _mm256_set1_ps(wr), vf = _mm256_set1_ps(wf);
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
+  for (; n - i >= 8; i += 8)
     put8(out + i, _mm256_add_ps(_mm256_mul_ps(vr, load8(real + i)), _mm256_mul_ps(vf, load8(fake + i))));
   return i;
 }
@@ -146,7 +146,7 @@ inline int64_t interpolate_f16c(HalfBits* out, const HalfBits* real, const HalfB
 inline int64_t scale_f16c(HalfBits* out, const HalfBits* g, int64_t n, float c) {
   const __m256 vc = _mm256_set1_ps(c);
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8) put8(out + i, _mm256_mul_ps(vc, load8(g + i)));
+  for (; n - i >= 8; i += 8) put8(out + i, _mm256_mul_ps(vc, load8(g + i)));
   return i;
 }
 #endif
@@ -187,6 +187,54 @@ template <typename T>
 void sum_squares(const T* g, const int64_t* row_stride, const int64_t* stride, int64_t len, int64_t rows,
                  acc_of<T>* out) {
   for (int64_t r = 0; r < rows; ++r) out[r] = run_sum_squares(g + r * row_stride[0], stride[0], len);
+}
+
+template <typename T>
+double sum_squares_wide(const T* __restrict p, int64_t stride, int64_t n, double scale) {
+  double lane[kLanes] = {};
+  int64_t i = 0;
+  if (stride == 1) {
+    for (; i + kLanes <= n; i += kLanes)
+      for (int j = 0; j < kLanes; ++j) {
+        const double v = static_cast<double>(load(p[i + j])) * scale;
+        lane[j] += v * v;
+      }
+  }
+  for (; i < n; ++i) {
+    const double v = static_cast<double>(load(p[i * stride])) * scale;
+    lane[i % kLanes] += v * v;
+  }
+  for (int w = kLanes / 2; w > 0; w /= 2)
+    for (int j = 0; j < w; ++j) lane[j] += lane[j + w];
+  return lane[0];
+}
+
+// The bits of |x| order as its values (NaN aside, which never gets here), and
+// an integer maximum vectorizes where a floating-point one (with its NaN rules) does not.
+template <typename A>
+struct MagnitudeBits;
+template <>
+struct MagnitudeBits<float> {
+  using type = int32_t;
+  static type of(float x) { return static_cast<int32_t>(__builtin_bit_cast(uint32_t, x) & 0x7FFFFFFFu); }
+  static float value(type b) { return __builtin_bit_cast(float, static_cast<uint32_t>(b)); }
+};
+template <>
+struct MagnitudeBits<double> {
+  using type = int64_t;
+  static type of(double x) { return static_cast<int64_t>(__builtin_bit_cast(uint64_t, x) & 0x7FFFFFFFFFFFFFFFull); }
+  static double value(type b) { return __builtin_bit_cast(double, static_cast<uint64_t>(b)); }
+};
+
+template <typename T>
+double largest_abs(const T* __restrict p, int64_t stride, int64_t n) {
+  using Bits = MagnitudeBits<acc_of<T>>;
+  typename Bits::type largest = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const typename Bits::type a = Bits::of(load(p[i * stride]));
+    largest = a > largest ? a : largest;
+  }
+  return static_cast<double>(Bits::value(largest));
 }
 
 // out[i] = wr * real[i] + wf * fake[i] over a contiguous run.
@@ -289,7 +337,7 @@ void scale(T* out, const T* g, const int64_t* row_stride, const int64_t* stride,
 
 template <typename T>
 constexpr TypedLoops<T, acc_of<T>> typed_loops() {
-  return {&sum_squares<T>, &interpolate<T>, &scale<T>};
+  return {&sum_squares<T>, &sum_squares_wide<T>, &largest_abs<T>, &interpolate<T>, &scale<T>};
 }
 
 }  // namespace
