@@ -14,20 +14,9 @@
 #define FASTGP_LOOPS_F16C
 #define FASTGP_LOOPS_STREAM
 #define FASTGP_LOOPS_ISA isa_avx2
+#define FASTGP_LOOPS_NAME "avx2"
+#define FASTGP_LOOPS_GETTER loops_avx2
 #include "loops_impl.h"
-
-namespace fastgp {
-namespace cpu {
-
-const Loops& loops_avx2() {
-  using namespace isa_avx2;
-  static constexpr Loops loops{"avx2", typed_loops<HalfBits>(), typed_loops<BFloat16Bits>(), typed_loops<float>(),
-                               typed_loops<double>()};
-  return loops;
-}
-
-}  // namespace cpu
-}  // namespace fastgp
 
 #if defined(__clang__)
 #pragma clang attribute pop

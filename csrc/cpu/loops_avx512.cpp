@@ -7,7 +7,7 @@
 
 #if defined(__x86_64__) || defined(_M_X64)
 #if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,f16c,prefer-vector-width=512"))), apply_to = function)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,f16c"))), apply_to = function)
 #elif defined(__GNUC__)
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,f16c,prefer-vector-width=512")
 #endif
@@ -15,20 +15,9 @@
 #define FASTGP_LOOPS_F16C
 #define FASTGP_LOOPS_STREAM
 #define FASTGP_LOOPS_ISA isa_avx512
+#define FASTGP_LOOPS_NAME "avx512"
+#define FASTGP_LOOPS_GETTER loops_avx512
 #include "loops_impl.h"
-
-namespace fastgp {
-namespace cpu {
-
-const Loops& loops_avx512() {
-  using namespace isa_avx512;
-  static constexpr Loops loops{"avx512", typed_loops<HalfBits>(), typed_loops<BFloat16Bits>(), typed_loops<float>(),
-                               typed_loops<double>()};
-  return loops;
-}
-
-}  // namespace cpu
-}  // namespace fastgp
 
 #if defined(__clang__)
 #pragma clang attribute pop

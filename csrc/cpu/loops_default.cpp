@@ -3,17 +3,7 @@
 #include "loops.h"
 
 #define FASTGP_LOOPS_ISA isa_default
+#define FASTGP_LOOPS_NAME "default"
+#define FASTGP_LOOPS_GETTER loops_default
 #include "loops_impl.h"
 
-namespace fastgp {
-namespace cpu {
-
-const Loops& loops_default() {
-  using namespace isa_default;
-  static constexpr Loops loops{"default", typed_loops<HalfBits>(), typed_loops<BFloat16Bits>(), typed_loops<float>(),
-                               typed_loops<double>()};
-  return loops;
-}
-
-}  // namespace cpu
-}  // namespace fastgp

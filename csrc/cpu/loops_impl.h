@@ -1,6 +1,6 @@
 // The hot loops (loops.h), included once by each per-capability translation
-// unit after it has chosen its instruction set (#pragma GCC target) and the
-// namespace FASTGP_LOOPS_ISA.
+// unit after it has chosen its instruction set (#pragma GCC target), its
+// namespace FASTGP_LOOPS_ISA, and its name and getter (loops.h).
 //
 // Why these translation units include nothing but <cstdint> (and, for the AVX
 // variants, <immintrin.h>, whose intrinsics are always inlined): an inline
@@ -21,8 +21,8 @@
 // gives the same values. So every variant gives the same bits, except that a
 // NaN may come out with another sign or payload (x86 passes on one operand's
 // NaN, and which operand comes first is the compiler's choice).
-#ifndef FASTGP_LOOPS_ISA
-#error "define FASTGP_LOOPS_ISA (the variant's namespace) before including loops_impl.h"
+#if !defined(FASTGP_LOOPS_ISA) || !defined(FASTGP_LOOPS_NAME) || !defined(FASTGP_LOOPS_GETTER)
+#error "define FASTGP_LOOPS_ISA (namespace), FASTGP_LOOPS_NAME and FASTGP_LOOPS_GETTER before including loops_impl.h"
 #endif
 
 // No fused multiply-adds (setup.py passes -ffp-contract=off; clang also takes it here).
@@ -342,5 +342,18 @@ constexpr TypedLoops<T, acc_of<T>> typed_loops() {
 
 }  // namespace
 }  // namespace FASTGP_LOOPS_ISA
+}  // namespace cpu
+}  // namespace fastgp
+
+namespace fastgp {
+namespace cpu {
+
+const Loops& FASTGP_LOOPS_GETTER() {
+  using namespace FASTGP_LOOPS_ISA;
+  static constexpr Loops loops{FASTGP_LOOPS_NAME, typed_loops<HalfBits>(), typed_loops<BFloat16Bits>(),
+                               typed_loops<float>(), typed_loops<double>()};
+  return loops;
+}
+
 }  // namespace cpu
 }  // namespace fastgp
