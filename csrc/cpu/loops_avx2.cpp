@@ -11,8 +11,7 @@
 #pragma GCC target("avx2,f16c")
 #endif
 
-#define FASTGP_LOOPS_F16C
-#define FASTGP_LOOPS_STREAM
+#define FASTGP_LOOPS_AVX2
 #define FASTGP_LOOPS_ISA isa_avx2
 #define FASTGP_LOOPS_NAME "avx2"
 #define FASTGP_LOOPS_GETTER loops_avx2

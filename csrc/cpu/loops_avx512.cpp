@@ -12,8 +12,7 @@
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,f16c,prefer-vector-width=512")
 #endif
 
-#define FASTGP_LOOPS_F16C
-#define FASTGP_LOOPS_STREAM
+#define FASTGP_LOOPS_AVX2
 #define FASTGP_LOOPS_ISA isa_avx512
 #define FASTGP_LOOPS_NAME "avx512"
 #define FASTGP_LOOPS_GETTER loops_avx512

@@ -17,8 +17,8 @@
 // and round to nearest even like c10's: the FP16 library's fp16_ieee_to_fp32_value
 // / fp16_ieee_from_fp32_value (what c10::Half uses on a baseline CPU; NaN
 // becomes 0x7E00 with its sign), and c10::BFloat16's round_to_nearest_even
-// (NaN becomes 0x7FC0); the AVX variants convert float16 with F16C, which
-// gives the same values. So every variant gives the same bits, except that a
+// (NaN becomes 0x7FC0); the AVX variants convert 8 at a time (below), with
+// the same values. So every variant gives the same bits, except that a
 // NaN may come out with another sign or payload (x86 passes on one operand's
 // NaN, and which operand comes first is the compiler's choice).
 #if !defined(FASTGP_LOOPS_ISA) || !defined(FASTGP_LOOPS_NAME) || !defined(FASTGP_LOOPS_GETTER)
@@ -30,10 +30,10 @@
 #pragma clang fp contract(off)
 #endif
 
-// With F16C (the AVX variants define FASTGP_LOOPS_F16C) float16 is converted
-// 8 at a time by the hardware: exact one way, round to nearest even the other,
-// so the same values as the written-out conversions.
-#if defined(FASTGP_LOOPS_F16C) || defined(FASTGP_LOOPS_STREAM)
+// The AVX variants (FASTGP_LOOPS_AVX2) convert float16/bfloat16 8 at a time
+// with AVX2 and F16C (the same values as the written-out conversions: exact
+// one way, round to nearest even the other), and can write past the caches.
+#ifdef FASTGP_LOOPS_AVX2
 #include <immintrin.h>
 #endif
 
@@ -113,18 +113,46 @@ constexpr bool kSame = false;
 template <typename A>
 constexpr bool kSame<A, A> = true;
 
-#ifdef FASTGP_LOOPS_F16C
+#ifdef FASTGP_LOOPS_AVX2
+// 8 float16/bfloat16 values <-> 8 floats in a register, the same values as
+// load/put: float16 by F16C, bfloat16 by the same integer steps as
+// float_to_bfloat16 (round to nearest even, NaN to 0x7FC0).
 inline __m256 load8(const HalfBits* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
 inline void put8(HalfBits* p, __m256 v) {
   _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
 }
+inline __m256 load8(const BFloat16Bits* p) {
+  const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+}
+inline __m256i bfloat16_bits(__m256 v) {  // 8 x 32 bits, each < 2^16
+  const __m256i u = _mm256_castps_si256(v);
+  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+  const __m256i bits = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7FFF))), 16);
+  return _mm256_blendv_epi8(bits, _mm256_set1_epi32(0x7FC0), _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
+}
+// 16 x 32 bits -> 16 x 16 bits: pack within 128-bit lanes, then put the quarters in order.
+inline __m256i pack16(__m256i a, __m256i b) { return _mm256_permute4x64_epi64(_mm256_packus_epi32(a, b), 0xD8); }
+inline void put8(BFloat16Bits* p, __m256 v) {
+  const __m256i bits = bfloat16_bits(v);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_castsi256_si128(pack16(bits, bits)));
+}
+// 16 values at once (bfloat16: one pack for two registers).
+inline void put16(HalfBits* p, __m256 a, __m256 b) {
+  put8(p, a);
+  put8(p + 8, b);
+}
+inline void put16(BFloat16Bits* p, __m256 a, __m256 b) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), pack16(bfloat16_bits(a), bfloat16_bits(b)));
+}
 
-// The contiguous part of run_sum_squares for float16: the same lanes and the
-// same operations, 8 lanes to a register. Returns how many elements it took.
-inline int64_t sum_squares_f16c(const HalfBits* p, int64_t n, float* lane) {
+// The contiguous parts of the loops below for float16/bfloat16: the same lanes
+// and the same operations, 8 to a register. Each returns how many elements it took.
+template <typename T>
+int64_t sum_squares8(const T* p, int64_t n, float* lane) {
   __m256 lo = _mm256_loadu_ps(lane), hi = _mm256_loadu_ps(lane + 8);
   int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
+  for (; n - i >= kLanes; i += kLanes) {
     const __m256 a = load8(p + i), b = load8(p + i + 8);
     lo = _mm256_add_ps(lo, _mm256_mul_ps(a, a));
     hi = _mm256_add_ps(hi, _mm256_mul_ps(b, b));
@@ -134,21 +162,28 @@ inline int64_t sum_squares_f16c(const HalfBits* p, int64_t n, float* lane) {
   return i;
 }
 
-inline int64_t interpolate_f16c(HalfBits* out, const HalfBits* real, const HalfBits* fake, int64_t n, float wr,
-                                float wf) {
+template <typename T>
+int64_t interpolate8(T* out, const T* real, const T* fake, int64_t n, float wr, float wf) {
   const __m256 vr = _mm256_set1_ps(wr), vf = _mm256_set1_ps(wf);
+  auto at = [&](int64_t i) { return _mm256_add_ps(_mm256_mul_ps(vr, load8(real + i)), _mm256_mul_ps(vf, load8(fake + i))); };
   int64_t i = 0;
-  for (; n - i >= 8; i += 8)
-    put8(out + i, _mm256_add_ps(_mm256_mul_ps(vr, load8(real + i)), _mm256_mul_ps(vf, load8(fake + i))));
+  for (; n - i >= 16; i += 16) put16(out + i, at(i), at(i + 8));
+  for (; n - i >= 8; i += 8) put8(out + i, at(i));
   return i;
 }
 
-inline int64_t scale_f16c(HalfBits* out, const HalfBits* g, int64_t n, float c) {
+template <typename T>
+int64_t scale8(T* out, const T* g, int64_t n, float c) {
   const __m256 vc = _mm256_set1_ps(c);
+  auto at = [&](int64_t i) { return _mm256_mul_ps(vc, load8(g + i)); };
   int64_t i = 0;
-  for (; n - i >= 8; i += 8) put8(out + i, _mm256_mul_ps(vc, load8(g + i)));
+  for (; n - i >= 16; i += 16) put16(out + i, at(i), at(i + 8));
+  for (; n - i >= 8; i += 8) put8(out + i, at(i));
   return i;
 }
+
+template <typename T>
+constexpr bool kSixteenBit = kSame<T, HalfBits> || kSame<T, BFloat16Bits>;
 #endif
 
 template <typename T>
@@ -165,8 +200,8 @@ acc_of<T> run_sum_squares(const T* __restrict p, int64_t stride, int64_t n) {
   A lane[kLanes] = {};
   int64_t i = 0;
   if (stride == 1) {
-#ifdef FASTGP_LOOPS_F16C
-    if constexpr (kSame<T, HalfBits>) i = sum_squares_f16c(p, n, lane);
+#ifdef FASTGP_LOOPS_AVX2
+    if constexpr (kSixteenBit<T>) i = sum_squares8(p, n, lane);
 #endif
     for (; i + kLanes <= n; i += kLanes)
       for (int j = 0; j < kLanes; ++j) {
@@ -242,8 +277,8 @@ template <typename T>
 void interpolate_run(T* __restrict out, const T* __restrict real, const T* __restrict fake, int64_t n,
                      acc_of<T> wr, acc_of<T> wf) {
   int64_t i = 0;
-#ifdef FASTGP_LOOPS_F16C
-  if constexpr (kSame<T, HalfBits>) i = interpolate_f16c(out, real, fake, n, wr, wf);
+#ifdef FASTGP_LOOPS_AVX2
+  if constexpr (kSixteenBit<T>) i = interpolate8(out, real, fake, n, wr, wf);
 #endif
   for (; i < n; ++i) put(out[i], wr * load(real[i]) + wf * load(fake[i]));
 }
@@ -252,8 +287,8 @@ void interpolate_run(T* __restrict out, const T* __restrict real, const T* __res
 template <typename T>
 void scale_run(T* __restrict out, const T* __restrict g, int64_t n, acc_of<T> c) {
   int64_t i = 0;
-#ifdef FASTGP_LOOPS_F16C
-  if constexpr (kSame<T, HalfBits>) i = scale_f16c(out, g, n, c);
+#ifdef FASTGP_LOOPS_AVX2
+  if constexpr (kSixteenBit<T>) i = scale8(out, g, n, c);
 #endif
   for (; i < n; ++i) put(out[i], c * load(g[i]));
 }
@@ -263,7 +298,7 @@ void scale_run(T* __restrict out, const T* __restrict g, int64_t n, acc_of<T> c)
 // memory traffic of an interpolation, a third of a backward). run(dst, i, m)
 // computes outputs [i, i + m) into dst: the same arithmetic either way, into
 // an L1-resident block that is then streamed out.
-#ifdef FASTGP_LOOPS_STREAM
+#ifdef FASTGP_LOOPS_AVX2
 template <typename T, typename Run>
 void write_streaming(T* out, int64_t n, const Run& run) {
   constexpr int64_t kBytes = 512, kBlock = kBytes / sizeof(T);
@@ -292,7 +327,7 @@ void interpolate(T* out, const T* real, const T* fake, const int64_t* row_stride
     const T* pr = real + r * row_stride[1];
     const T* pf = fake + r * row_stride[2];
     if (so == 1 && sr == 1 && sf == 1) {
-#ifdef FASTGP_LOOPS_STREAM
+#ifdef FASTGP_LOOPS_AVX2
       if (stream) {
         write_streaming(po, len, [&](T* dst, int64_t i, int64_t m) { interpolate_run(dst, pr + i, pf + i, m, wr, wf); });
         continue;
@@ -303,7 +338,7 @@ void interpolate(T* out, const T* real, const T* fake, const int64_t* row_stride
       for (int64_t i = 0; i < len; ++i) put(po[i * so], wr * load(pr[i * sr]) + wf * load(pf[i * sf]));
     }
   }
-#ifdef FASTGP_LOOPS_STREAM
+#ifdef FASTGP_LOOPS_AVX2
   if (stream) _mm_sfence();  // non-temporal stores are weakly ordered: done before anyone reads
 #endif
   (void)stream;
@@ -318,7 +353,7 @@ void scale(T* out, const T* g, const int64_t* row_stride, const int64_t* stride,
     T* po = out + r * row_stride[0];
     const T* pg = g + r * row_stride[1];
     if (so == 1 && sg == 1) {
-#ifdef FASTGP_LOOPS_STREAM
+#ifdef FASTGP_LOOPS_AVX2
       if (stream) {
         write_streaming(po, len, [&](T* dst, int64_t i, int64_t m) { scale_run(dst, pg + i, m, c); });
         continue;
@@ -329,7 +364,7 @@ void scale(T* out, const T* g, const int64_t* row_stride, const int64_t* stride,
       for (int64_t i = 0; i < len; ++i) put(po[i * so], c * load(pg[i * sg]));
     }
   }
-#ifdef FASTGP_LOOPS_STREAM
+#ifdef FASTGP_LOOPS_AVX2
   if (stream) _mm_sfence();
 #endif
   (void)stream;
