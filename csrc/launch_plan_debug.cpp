@@ -1,13 +1,13 @@
 // fastgp::_launch_plan_debug: the CUDA kernels' launch plan (launch_plan.h)
 // run on the CPU, for tests. Internal: not part of the API, no autograd.
 //
-//   _launch_plan_debug(kernel, tensors, resident_warps, walk_tasks) -> (str, Tensor[])
+//   _launch_plan_debug(kernel, tensors, resident_warps, walk_tasks=None) -> (str, Tensor[])
 //
 // kernel is "forward" (tensors = grads), "backward" (grads) or "interpolate"
 // (real, fake). The plan is made exactly as the CUDA host code makes it, for
 // a device holding `resident_warps` warps of each kernel instance, and every
-// task in walk_tasks (all when empty; indices count across launches) is
-// walked by each of the 32 lanes as the kernels walk it. On CPU tensors the
+// task in walk_tasks (all when None; indices count across launches) is walked
+// by each of the 32 lanes as the kernels walk it. On CPU tensors the
 // walk moves data: the forward adds x^2 per row (in double), backward writes
 // out = -grad, interpolate writes out = real - fake, each through the planned
 // offsets and access paths (a 128-bit access reads the 16 bytes at its
@@ -28,6 +28,7 @@
 
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -179,14 +180,15 @@ void describe(std::ostringstream& js, const Launch<NT, MAXOPS>& l) {
 // Walks the selected tasks of every launch; fills the task table.
 template <typename scalar_t, int NT, int MAXOPS>
 void walk(const std::vector<Launch<NT, MAXOPS>>& launches, const std::vector<std::vector<std::array<Extent, NT>>>& ext,
-          bool data, double* row_sums, const std::vector<int32_t*>& writes, const std::vector<int64_t>& walk_tasks,
+          bool data, double* row_sums, const std::vector<int32_t*>& writes,
+          const std::optional<std::vector<int64_t>>& walk_tasks,
           WalkStats& st, at::Tensor& table) {
   int64_t total = 0;
   for (const auto& l : launches) total += task_count(l);
   table = at::full({total, 10}, -1, at::kLong);
   auto tab = table.accessor<int64_t, 2>();
-  std::vector<char> selected(static_cast<size_t>(total), walk_tasks.empty() ? 1 : 0);
-  for (int64_t t : walk_tasks) {
+  std::vector<char> selected(static_cast<size_t>(total), walk_tasks.has_value() ? 0 : 1);
+  for (int64_t t : walk_tasks.value_or(std::vector<int64_t>{})) {
     TORCH_CHECK(t >= 0 && t < total, "_launch_plan_debug: task ", t, " out of range [0, ", total, ")");
     selected[t] = 1;
   }
@@ -230,7 +232,8 @@ std::vector<std::vector<std::array<Extent, NT>>> extents_of(const std::vector<La
 }
 
 std::tuple<std::string, std::vector<at::Tensor>> launch_plan_debug(c10::string_view kernel, at::TensorList tensors,
-                                                                   int64_t resident_warps, at::IntArrayRef walk_tasks) {
+                                                                   int64_t resident_warps,
+                                                                   at::OptionalIntArrayRef walk_tasks) {
   const std::string name(kernel);
   TORCH_CHECK(!tensors.empty(), "_launch_plan_debug: no tensors");
   TORCH_CHECK(resident_warps > 0, "_launch_plan_debug: resident_warps must be positive");
@@ -241,7 +244,8 @@ std::tuple<std::string, std::vector<at::Tensor>> launch_plan_debug(c10::string_v
   const bool data = !t0.is_meta();
   const int64_t batch = t0.size(0);
   auto warps = [&](bool) { return resident_warps; };
-  const std::vector<int64_t> selected(walk_tasks.begin(), walk_tasks.end());
+  std::optional<std::vector<int64_t>> selected;
+  if (walk_tasks.has_value()) selected = std::vector<int64_t>(walk_tasks->begin(), walk_tasks->end());
   std::vector<at::Tensor> results;
   std::ostringstream js;
   WalkStats st;
@@ -334,6 +338,6 @@ std::tuple<std::string, std::vector<at::Tensor>> launch_plan_debug(c10::string_v
 }  // namespace fastgp
 
 TORCH_LIBRARY_FRAGMENT(fastgp, m) {
-  m.def("_launch_plan_debug(str kernel, Tensor[] tensors, int resident_warps, int[] walk_tasks) -> (str, Tensor[])",
+  m.def("_launch_plan_debug(str kernel, Tensor[] tensors, int resident_warps, int[]? walk_tasks=None) -> (str, Tensor[])",
         &fastgp::plan::launch_plan_debug);
 }

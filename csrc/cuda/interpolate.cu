@@ -14,12 +14,19 @@ namespace {
 
 template <typename acc_t>
 struct InterpolateOp {
+  using Row = acc_t;
   AnyFloat alpha;
   __device__ __forceinline__ acc_t row_value(int64_t b) const { return load_any<acc_t>(alpha, b); }
   __device__ __forceinline__ acc_t apply(acc_t w, const acc_t (&x)[2]) const {
     return w * x[0] + (acc_t(1) - w) * x[1];
   }
 };
+
+template <typename scalar_t, bool GENERAL>
+__global__ void __launch_bounds__(kThreads, kMinBlocksPerSM)
+    fastgp_interpolate_kernel(const plan::Launch<3, 1> l, const InterpolateOp<acc_type<scalar_t>> op) {
+  map_rows<scalar_t, GENERAL>(l, op);
+}
 
 }  // namespace
 
@@ -35,7 +42,8 @@ at::Tensor interpolate_cuda(const at::Tensor& real, const at::Tensor& fake, cons
   at::Tensor r = real, f = fake;
   const std::vector<plan::Operand<3>> ops = plan::interpolate_operands(out, r, f);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, real.scalar_type(), "fastgp_interpolate_cuda", [&] {
-    launch_map_rows<scalar_t, 3, 1>(ops, real.size(0), InterpolateOp<acc_type<scalar_t>>{a});
+    launch_map_rows<scalar_t, 3, 1, fastgp_interpolate_kernel<scalar_t, false>, fastgp_interpolate_kernel<scalar_t, true>>(
+        ops, real.size(0), InterpolateOp<acc_type<scalar_t>>{a});
   });
   return out;
 }

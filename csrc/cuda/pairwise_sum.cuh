@@ -14,18 +14,18 @@
 // A row's sum over several tensors adds the tensors' sums in order; the
 // batch's sum of penalty values is a pairwise tree over rows.
 //
-// Sums of squares are SqSum: ssq * 4^e in double. float32 accumulation
-// (float16/bfloat16/float32 data) sums a block in float and keeps e = 0; a
-// block whose float sum is not finite or is below kFloatSafeMin (overflow, or
-// underflow that costs precision) is summed again in double from the
-// registers that hold it. Double accumulation (float64 data) rescales a
-// block outside [kDoubleSafeMin, kDoubleSafeMax] by its largest element (e
-// from ilogb), and trees renormalize sums that grow past kDoubleSafeMax. So a
-// norm is finite and accurate whenever the true norm is representable in the
-// accumulation dtype; ordinary data never leave the fast path.
+// Sums of squares are SqSum: ssq * 4^e in double, under the range rule of
+// penalty_math.h, applied per leaf: float32 accumulation (float16/bfloat16/
+// float32 data) sums a leaf in float and keeps e = 0; a leaf whose float sum
+// is not finite or is below rescue_below<float>() (overflow, or underflow
+// that may cost precision) is summed again in double from the registers that
+// hold it. Double accumulation (float64 data) rescales a leaf outside
+// [rescue_below<double>(), kDoubleSafeMax] by 2^-ilogb(max |x|), and trees
+// renormalize sums that grow past kDoubleSafeMax. So a norm is finite and
+// accurate whenever the true norm is representable in the accumulation
+// dtype, and ordinary data never leave the fast path.
 #pragma once
 
-#include <cfloat>
 #include <cmath>
 #include <cstdint>
 
@@ -34,9 +34,7 @@
 namespace fastgp {
 namespace cuda {
 
-constexpr float kFloatSafeMin = 0x1p-102f;   // FLT_MIN * 2^24: below, subnormal squares may cost bits
-constexpr double kDoubleSafeMin = 0x1p-969;  // DBL_MIN * 2^53
-constexpr double kDoubleSafeMax = 0x1p900;
+constexpr double kDoubleSafeMax = 0x1p900;  // sums of many such stay far from overflowing
 constexpr int kRenormExp = 300;              // a renormalized sum is divided by 4^300
 
 // ssq * 4^e.
@@ -64,17 +62,11 @@ FASTGP_HD SqSum sq_add(const SqSum& a, const SqSum& b) {
     r.ssq = ldexp(a.ssq, 2 * (a.e - r.e)) + ldexp(b.ssq, 2 * (b.e - r.e));
   }
   r.pad = 0;
-  if (r.ssq > kDoubleSafeMax && r.ssq <= DBL_MAX) {
+  if (r.ssq > kDoubleSafeMax && r.ssq <= FloatRange<double>::largest()) {
     r.ssq = ldexp(r.ssq, -2 * kRenormExp);
     r.e += kRenormExp;
   }
   return r;
-}
-
-// sqrt(ssq * 4^e) * inv_scale, rounded once to the accumulation type.
-template <typename acc_t>
-FASTGP_HD acc_t sq_norm(const SqSum& s, double inv_scale) {
-  return static_cast<acc_t>(ldexp(sqrt(s.ssq) * inv_scale, s.e));
 }
 
 template <bool SCALED>

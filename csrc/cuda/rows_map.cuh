@@ -2,8 +2,9 @@
 // out = f(w_b, in_1, ..., in_{NT-1}) element by element, with one value w_b
 // per row (alpha_b, or the backward's coefficient). Tensor 0 of each operand
 // is the output. Op supplies
-//   acc_t row_value(int64_t b) const                  w_b
-//   acc_t apply(acc_t w, const acc_t (&x)[NT - 1]) const
+//   using Row = ...;                                  w_b's type
+//   Row row_value(int64_t b) const                    w_b
+//   acc_t apply(const Row& w, const acc_t (&x)[NT - 1]) const
 #pragma once
 
 #include <vector>
@@ -23,8 +24,9 @@ struct MapVisitor {
   const Op& op;
   const int lane;
   Pack<scalar_t, VEC> in[U][NT - 1];
-  acc_t w_row;        // wide walk: the row's value
-  acc_t w_step[U];    // narrow walk: each step's row value
+  using Row = typename Op::Row;
+  Row w_row;          // wide walk: the row's value
+  Row w_step[U];      // narrow walk: each step's row value
   int64_t pack_elem;  // narrow walk: this lane's pack
 
   __device__ __forceinline__ MapVisitor(const plan::Launch<NT, MAXOPS>& l_, const Op& op_, int lane_)
@@ -37,7 +39,7 @@ struct MapVisitor {
 #pragma unroll
     for (int t = 1; t < NT; ++t) load_pack<GENERAL>(in[u][t - 1], l.op[k], t, b, e, end);
   }
-  __device__ __forceinline__ void store(int u, int k, int64_t b, int64_t e, int64_t end, acc_t w) {
+  __device__ __forceinline__ void store(int u, int k, int64_t b, int64_t e, int64_t end, const Row& w) {
     Pack<scalar_t, VEC> y;
 #pragma unroll
     for (int v = 0; v < VEC; ++v) {
@@ -62,7 +64,8 @@ struct MapVisitor {
   // narrow walk
   __device__ __forceinline__ void rows_begin(const plan::RowSet& rs) {
 #pragma unroll
-    for (int u = 0; u < plan::kStepUnroll; ++u) w_step[u] = rs.valid[u] ? op.row_value(rs.b[u]) : acc_t(0);
+    for (int u = 0; u < plan::kStepUnroll; ++u)
+      if (rs.valid[u]) w_step[u] = op.row_value(rs.b[u]);
   }
   __device__ __forceinline__ void packs_end(int k, const plan::RowSet& rs) {
     const int64_t n = l.op[k].row_numel;
@@ -73,9 +76,9 @@ struct MapVisitor {
   __device__ __forceinline__ void task_end(const plan::TaskPos&) {}
 };
 
+// The body of an elementwise kernel: a grid-stride loop over the plan's tasks.
 template <typename scalar_t, bool GENERAL, int NT, int MAXOPS, class Op>
-__global__ void __launch_bounds__(kThreads, kMinBlocksPerSM)
-    fastgp_map_rows_kernel(const plan::Launch<NT, MAXOPS> l, const Op op) {
+__device__ __forceinline__ void map_rows(const plan::Launch<NT, MAXOPS>& l, const Op& op) {
   const int lane = threadIdx.x % kWarp;
   const int64_t ntasks = plan::task_count(l);
   for (int64_t task = first_warp_task(); task < ntasks; task += warp_task_stride()) {
@@ -84,24 +87,25 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSM)
   }
 }
 
-// Plans and launches the map over operands of one shape each (tensor 0 the
-// output) on the current stream: one launch per plan::kMaxOperands operands.
-template <typename scalar_t, int NT, int MAXOPS, class Op>
+// Plans and launches an elementwise op over operands of one shape each
+// (tensor 0 the output) on the current stream, one launch per MAXOPS
+// operands. FAST and GENERAL are the op's kernel without and with the
+// strided path (each a __global__ calling map_rows).
+template <typename scalar_t, int NT, int MAXOPS, auto FAST, auto GENERAL, class Op>
 void launch_map_rows(const std::vector<plan::Operand<NT>>& ops, int64_t batch, const Op& op) {
-  constexpr auto fast = fastgp_map_rows_kernel<scalar_t, false, NT, MAXOPS, Op>;
-  constexpr auto slow = fastgp_map_rows_kernel<scalar_t, true, NT, MAXOPS, Op>;
-  auto fit = [](bool general) { return GridFit{general ? resident_blocks<slow>() : resident_blocks<fast>()}; };
+  auto fit = [](bool general) {
+    return GridFit{general ? resident_blocks<GENERAL>() : resident_blocks<FAST>()};
+  };
   const auto launches = plan::plan_elementwise<NT, MAXOPS>(
       ops, batch, vec_size<scalar_t>(), [&](bool general) { return fit(general).resident_warps(); });
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   for (const auto& l : launches) {
     const int64_t ntasks = plan::task_count(l);
     if (ntasks == 0) continue;
-    const bool general = plan::needs_strided_kernel(l);
-    if (general)
-      slow<<<fit(true).blocks(ntasks), kThreads, 0, stream>>>(l, op);
+    if (plan::needs_strided_kernel(l))
+      GENERAL<<<fit(true).blocks(ntasks), kThreads, 0, stream>>>(l, op);
     else
-      fast<<<fit(false).blocks(ntasks), kThreads, 0, stream>>>(l, op);
+      FAST<<<fit(false).blocks(ntasks), kThreads, 0, stream>>>(l, op);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 }

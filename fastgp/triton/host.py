@@ -1,5 +1,7 @@
 """Host-side planning for the Triton kernels: argument checks, row layouts,
-how long rows are split, and how doubles travel as float32 pairs.
+tile shapes and how long rows are split (functions of the shapes alone, so
+the summation order, and every bit of a result, is the same in every process
+and needs no timing or host sync), and how doubles travel as float32 pairs.
 
 A layout is (row_stride, inner_stride): element j of row b is at
 ``b * row_stride + j * inner_stride``. Two cases need no copy:
@@ -11,12 +13,11 @@ A layout is (row_stride, inner_stride): element j of row b is at
 Anything else is copied first. An elementwise op's output is always
 ``empty_like(inputs[0])``, as the fake kernels (fastgp/ops.py) promise; when
 that layout has no rows (a dense permutation) the kernel writes a contiguous
-scratch that is copied into it.
+scratch that write_back() copies into it.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import struct
 from typing import List, Optional, Sequence, Tuple
@@ -147,36 +148,44 @@ def elementwise_rows(inputs: Sequence[torch.Tensor]
     return inputs, out, target, [rows(t) for t in (target, *inputs)]
 
 
-def finish(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """out, holding what the kernel wrote to target."""
+def write_back(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """out, holding what the kernel wrote to target (a scratch when out's layout has no rows)."""
     if target is not out:
         out.copy_(target)
     return out
 
 
-# ---------------------------------------------------------------- chunking
-@functools.lru_cache(maxsize=None)
-def _sm_count(index: int) -> int:
-    return torch.cuda.get_device_properties(index).multi_processor_count
+# ------------------------------------------------------------------ tiles
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
 
 
-def _target_programs(device: torch.device) -> int:
-    if kernels.INTERPRETED or device.type != "cuda":
-        return 8  # small, so that the tests exercise the split on short rows
-    return 4 * _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+def _pow2_ceil(x: int) -> int:
+    return 1 << max(0, (x - 1).bit_length())
 
 
-def chunking(batch: int, length: int, device: torch.device) -> Tuple[int, int]:
-    """(chunk, chunks_per_row): a short batch of long rows is split so the
-    grid fills the device; chunks are whole multiples of the largest block
-    and at least a few blocks long."""
-    min_chunk = 2 * kernels.MAX_BLOCK if kernels.INTERPRETED else 4 * kernels.MAX_BLOCK
-    target = _target_programs(device)
-    want = -(-target // batch) if batch < target else 1
-    chunks = max(1, min(want, -(-length // min_chunk)))
-    per = -(-length // chunks)
-    chunk = max(kernels.MAX_BLOCK, -(-per // kernels.MAX_BLOCK) * kernels.MAX_BLOCK)
-    return chunk, max(1, -(-length // chunk))
+def tile_shape(row_len: int) -> Tuple[int, int]:
+    """(ROWS, BLOCK) of a program's tile: rows up to kernels.TILE elements are
+    taken whole, several to a tile (BLOCK = their length rounded up to a power
+    of two); longer rows go one at a time, in blocks of TILE elements."""
+    block = _pow2_ceil(max(row_len, 1))
+    if block <= kernels.TILE:
+        return kernels.TILE // block, block
+    return 1, kernels.TILE
+
+
+def forward_chunks(batch: int, row_len: int) -> Tuple[int, int]:
+    """(chunk, chunks_per_row) of the forward's sums of squares: whole rows,
+    unless a small batch of long rows would leave the GPU idle; then rows are
+    cut into chunks of whole tiles (at least 4) so that there are about
+    kernels.TARGET_PROGRAMS programs. A function of the shape alone."""
+    rows, block = tile_shape(row_len)
+    blocks = cdiv(row_len, block)
+    if rows > 1 or batch >= kernels.TARGET_PROGRAMS or blocks < 8:
+        return max(row_len, 1), 1
+    chunks = min(cdiv(kernels.TARGET_PROGRAMS, batch), blocks // 4)
+    chunk = cdiv(blocks, chunks) * block
+    return chunk, cdiv(row_len, chunk)
 
 
 # ----------------------------------------------------------------- scalars

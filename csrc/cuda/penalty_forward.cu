@@ -1,6 +1,5 @@
-// fastgp::penalty_forward and fastgp::penalty_backward on CUDA.
-//
-// Forward, at most 2 launches (for up to plan::kMaxOperands gradients):
+// fastgp::penalty_forward on CUDA, at most 2 launches for up to
+// plan::kMaxOperands gradients:
 //  * folded (rows fit the device's warps whole): every task sums whole rows
 //    of all gradients, takes the norms and per-sample penalties itself, and,
 //    for a mean or sum, a pairwise sum of its rows' penalties; a one-block
@@ -9,19 +8,16 @@
 //    the finalize block adds each row's chunks, takes norms and penalties,
 //    and reduces them.
 // Every sum is a pairwise tree fixed by the shapes (pairwise_sum.cuh), so the
-// bits do not depend on the mode, the task sizes or the GPU. No atomics.
-// Backward, 1 launch: dL/dg_b = go_b * weight * red * inv_scale^2 *
-// phi'(n_b)/n_b * g_b, streamed by the elementwise walk (rows_map.cuh).
-// inv_scale, norms and grad_out are read on the device (no sync, graph-safe).
+// bits do not depend on the mode, the task sizes or the GPU. No atomics; the
+// inv_scale is read on the device (no sync, graph-safe).
 #include <ATen/Dispatch.h>
 
 #include <type_traits>
 #include <vector>
 
-#include "device_rows.cuh"
 #include "ops_cuda.h"
 #include "pairwise_sum.cuh"
-#include "rows_map.cuh"
+#include "penalty_params.cuh"
 
 namespace fastgp {
 namespace cuda {
@@ -31,27 +27,18 @@ using plan::kMaxOperands;
 using FwdLaunch = plan::Launch<1, kMaxOperands>;
 
 constexpr int kFinalizeThreads = 1024;
-constexpr int kFinalizeOperands = 64;     // operands per finalize pass (more take more passes)
-constexpr int kColumnLevels = 16;         // a finalize thread sums up to 2^16 chunk columns of a row
+constexpr int kFinalizeOperands = 64;  // operands per finalize pass (more take more passes)
+constexpr int kColumnLevels = 16;      // a finalize thread sums up to 2^16 chunk columns of a row
 constexpr int kSequenceLevels = 48;
 
 template <typename acc_t>
-struct PenaltyParams {
-  AnyFloat inv_scale;
-  double weight, center, power;
-  int reduction;
-  bool one_sided;
-};
-
-// n_b and phi(n_b) of a row from its sum of squares.
-template <typename acc_t>
 __device__ __forceinline__ acc_t row_norm(const SqSum& s, double inv_scale) {
-  return sq_norm<acc_t>(s, inv_scale);
+  return scaled_norm<acc_t>(s.ssq, s.e, inv_scale);
 }
 
 template <typename acc_t>
 struct FwdArgs {
-  PenaltyParams<acc_t> p;
+  PenaltyParams p;
   SqSum* partials;                   // split mode: [batch, ncols]
   int64_t ncols;
   int64_t first_col[kMaxOperands];   // column of each operand's first chunk
@@ -100,8 +87,9 @@ struct SumVisitor {
         s = fma(e, e, s);
       }
     s = lanes_tree<acc_t, Plus<acc_t>>(s, 1, width);
-    const bool fast = SCALED ? (s >= kDoubleSafeMin && s <= kDoubleSafeMax)
-                             : (s >= kFloatSafeMin && s <= FLT_MAX);
+    // NaN (a NaN in the data) fails both tests and goes through the rescue unchanged.
+    const bool fast = s >= static_cast<acc_t>(rescue_below<acc_t>()) &&
+                      s <= (SCALED ? static_cast<acc_t>(kDoubleSafeMax) : FloatRange<acc_t>::largest());
     const SqSum quick{static_cast<double>(s), 0, 0};
     if (!__any_sync(kFullMask, !fast)) return quick;
     const SqSum careful = rescue<N>(u0, width);
@@ -136,7 +124,7 @@ struct SumVisitor {
   // A finished row: its norm and penalty stored by `writer`; its penalty returned.
   __device__ __forceinline__ double finish_row(int64_t b, const SqSum& s, bool writer) const {
     const acc_t n = row_norm<acc_t>(s, inv_scale);
-    const acc_t v = penalty_value<acc_t>(n, acc_t(a.p.center), acc_t(a.p.power), a.p.one_sided);
+    const acc_t v = sample_penalty<acc_t>(n, a.p);
     if (writer) {
       a.norms[b] = n;
       if (a.p.reduction == kNone) a.out[b] = static_cast<acc_t>(a.p.weight) * v;
@@ -220,7 +208,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSM)
 // ----------------------------------------------------------------- finalize
 template <typename acc_t>
 struct FinalizeArgs {
-  PenaltyParams<acc_t> p;
+  PenaltyParams p;
   // split mode: partial sums [batch, ncols]; operand k owns columns
   // [first_col[k], first_col[k] + cols[k]) of each row.
   const SqSum* partials;
@@ -311,7 +299,7 @@ __global__ void __launch_bounds__(kFinalizeThreads)
       } else {
         const acc_t n = row_norm<acc_t>(row, inv_scale);
         a.norms[b] = n;
-        const acc_t pv = penalty_value<acc_t>(n, acc_t(a.p.center), acc_t(a.p.power), a.p.one_sided);
+        const acc_t pv = sample_penalty<acc_t>(n, a.p);
         if (a.p.reduction == kNone)
           a.out[b] = static_cast<acc_t>(a.p.weight) * pv;
         else
@@ -328,29 +316,6 @@ __global__ void __launch_bounds__(kFinalizeThreads)
     if (tid == 0) rounds.push(v);
   }
   if (last_pass && a.p.reduction != kNone && tid == 0) store_reduced(a, rounds.total());
-}
-
-// ----------------------------------------------------------------- backward
-template <typename acc_t>
-struct CoefOp {
-  AnyFloat norms, grad_out, inv_scale;
-  PenaltyParams<acc_t> p;
-  int64_t batch;
-
-  __device__ __forceinline__ acc_t row_value(int64_t b) const {
-    const double s = load_any<double>(inv_scale, 0);
-    const acc_t weight_inv_scale_sq = static_cast<acc_t>(p.weight * s * s);
-    const acc_t red = reduction_factor<acc_t>(p.reduction, batch);
-    return backward_coef<acc_t>(load_any<acc_t>(grad_out, b), weight_inv_scale_sq, red, load_any<acc_t>(norms, b),
-                                acc_t(p.center), acc_t(p.power), p.one_sided);
-  }
-  __device__ __forceinline__ acc_t apply(acc_t w, const acc_t (&x)[1]) const { return w * x[0]; }
-};
-
-template <typename acc_t>
-PenaltyParams<acc_t> penalty_params(const AnyFloat& s, double weight, double center, double power, bool one_sided,
-                                    int64_t reduction) {
-  return PenaltyParams<acc_t>{s, weight, center, power, static_cast<int>(reduction), one_sided};
 }
 
 }  // namespace
@@ -385,7 +350,7 @@ std::tuple<at::Tensor, at::Tensor> penalty_forward_cuda(at::TensorList grads,
     auto fit = [](bool general) { return GridFit{general ? resident_blocks<slow>() : resident_blocks<fast>()}; };
     const plan::ForwardPlan fp = plan::plan_forward(operands, batch, vec_size<scalar_t>(),
                                                     [&](bool general) { return fit(general).resident_warps(); });
-    const PenaltyParams<acc_t> params = penalty_params<acc_t>(s, weight, center, power, one_sided, reduction);
+    const PenaltyParams params = penalty_params(s, weight, center, power, one_sided, reduction);
     FwdArgs<acc_t> args{};
     args.p = params;
     args.norms = norms.mutable_data_ptr<acc_t>();
@@ -462,29 +427,6 @@ std::tuple<at::Tensor, at::Tensor> penalty_forward_cuda(at::TensorList grads,
     }
   });
   return {out, norms};
-}
-
-std::vector<at::Tensor> penalty_backward_cuda(const at::Tensor& grad_out, at::TensorList grads,
-                                              const at::Tensor& norms, const std::optional<at::Tensor>& inv_scale,
-                                              double weight, double center, double power, bool one_sided,
-                                              int64_t reduction) {
-  const char* op = "fastgp::penalty_backward";
-  check_backward_args(grad_out, grads, norms, inv_scale, reduction, op);
-  const int64_t batch = grads[0].size(0);
-  const c10::cuda::CUDAGuard guard(grads[0].device());
-  const AnyFloat s = inv_scale.has_value() ? any_float(*inv_scale, op, "inv_scale") : AnyFloat{};
-  const AnyFloat n = any_float(norms, op, "norms");
-  const AnyFloat go = any_float(grad_out, op, "grad_out");
-
-  std::vector<at::Tensor> gs(grads.begin(), grads.end()), outs;
-  const std::vector<plan::Operand<2>> operands = plan::backward_operands(gs, outs);
-
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grads[0].scalar_type(), "fastgp_penalty_backward_cuda", [&] {
-    using acc_t = acc_type<scalar_t>;
-    const CoefOp<acc_t> coef{n, go, s, penalty_params<acc_t>(s, weight, center, power, one_sided, reduction), batch};
-    launch_map_rows<scalar_t, 2, kMaxOperands>(operands, batch, coef);
-  });
-  return outs;
 }
 
 }  // namespace cuda
