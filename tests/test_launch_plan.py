@@ -30,9 +30,10 @@ WARPS = [1, 64, 2112, H100_WARPS, 10**6]  # from a tiny device to a huge one: ev
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 
 
-def debug_plan(kernel, tensors, resident_warps=H100_WARPS, walk=()):
+def debug_plan(kernel, tensors, resident_warps=H100_WARPS, walk=None):
+    """(summary, tensors) of fastgp::_launch_plan_debug; walk: task indices to walk (None: all)."""
     summary, tensors_out = torch.ops.fastgp._launch_plan_debug(kernel, list(tensors), int(resident_warps),
-                                                               list(walk))
+                                                               None if walk is None else list(walk))
     return json.loads(summary), list(tensors_out)
 
 
@@ -257,8 +258,9 @@ def test_more_than_2_31_elements_in_one_row(shape, dtype):
                             ("interpolate", [torch.empty(shape, dtype=dtype, device="meta"),
                                              torch.empty(shape, dtype=dtype, device="meta")])):
         n = math.prod(shape[1:])
-        summary, res = debug_plan(kernel, tensors)
+        summary, res = debug_plan(kernel, tensors, walk=[])  # the plan alone
         table = res[-1]
+        assert (table[:, 8] == -1).all()  # nothing walked
         assert_tasks_cover_rows(summary, table, 1, [n])
         holding = [int(torch.nonzero((table[:, 6] <= j) & (table[:, 7] > j))[0]) for j in (2**31 - 1, 2**31)]
         walk = sorted({0, *holding, table.shape[0] - 1})

@@ -29,6 +29,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 triton_backend = pytest.importorskip("fastgp.triton")
 HAS_TRITON = triton_backend.load() is None
 INTERPRETED = HAS_TRITON and triton_backend.INTERPRETED
+ON_GPU = (HAS_TRITON and not INTERPRETED and torch.cuda.is_available()
+          and triton_backend.unavailable_reason("cuda") is None)
+DEVICE = "cuda" if ON_GPU else "cpu"  # where the kernel tests run: a GPU, or CPU tensors interpreted
 
 WGAN = dict(weight=10.0, center=1.0, power=2.0, one_sided=False)
 TOL = {torch.float64: (1e-12, 1e-12), torch.float32: (1e-5, 1e-6), torch.float16: (1e-5, 1e-6),
@@ -39,7 +42,7 @@ OUT_TOL = {torch.float64: (1e-12, 1e-12), torch.float32: (1e-5, 1e-6), torch.flo
 
 def randn(*shape, dtype=torch.float32, seed=0, scale=1.0):
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(shape, generator=g, dtype=torch.float64) * scale).to(dtype)
+    return (torch.randn(shape, generator=g, dtype=torch.float64) * scale).to(dtype).to(DEVICE)
 
 
 def check(grads, reduction="mean", inv_scale=None, **opts):
@@ -70,7 +73,7 @@ def check(grads, reduction="mean", inv_scale=None, **opts):
 
 def check_interpolate(real, fake, seed=0):
     alpha = torch.rand(real.shape[0], generator=torch.Generator().manual_seed(seed),
-                       dtype=reference.accumulation_dtype(real.dtype))
+                       dtype=reference.accumulation_dtype(real.dtype)).to(DEVICE)
     out = fastgp.interpolate(real, fake, alpha, backend="triton")
     ref = reference.interpolate(real.double(), fake.double(), alpha.double())
     assert out.stride() == torch.empty_like(real).stride()
@@ -78,11 +81,12 @@ def check_interpolate(real, fake, seed=0):
     torch.testing.assert_close(out.double(), ref, rtol=rtol, atol=atol)
 
 
-interpreted = pytest.mark.skipif(not INTERPRETED, reason="runs under TRITON_INTERPRET=1 (see the tests below)")
+kernels_run_here = pytest.mark.skipif(not (INTERPRETED or ON_GPU),
+                                      reason="needs a GPU, or TRITON_INTERPRET=1 (the tests below run it so)")
 
 
-# ------------------------------------------------------------ interpreted
-@interpreted
+# ------------------------------------ the kernels (interpreted, or on a GPU)
+@kernels_run_here
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("row", [1, 2, 3, 5, 16, 17, 33, 64, 65, 200])
 def test_tiles_of_short_rows(row, dtype):
@@ -101,28 +105,29 @@ def test_tiles_of_short_rows(row, dtype):
         check_interpolate(g, randn(300, row, dtype=dtype, seed=row + 1), seed=row)
 
 
-@interpreted
+@kernels_run_here
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_split_rows_and_their_finalize(reduction):
     from fastgp.triton import host, kernels
 
-    B, L = 7, 8 * 64  # a small batch of long rows: split, and more rows than a finalize step holds
-    assert B < kernels.TARGET_PROGRAMS and B > kernels.FINALIZE_ROWS and host.forward_chunks(B, L)[1] > 1
+    # a small batch of long rows: split, and more rows than a finalize step holds
+    B, L = kernels.FINALIZE_ROWS + 3, 8 * kernels.TILE
+    assert B < kernels.TARGET_PROGRAMS and host.forward_chunks(B, L)[1] > 1
     check([randn(B, L, seed=1)], reduction)
     check([randn(B, L, seed=2), randn(B, 3, seed=3), randn(B, 0)], reduction)  # split: one column per chunk
     check([randn(B, L, dtype=torch.float64, seed=4)], reduction, power=1.5, one_sided=True)
 
 
-@interpreted
+@kernels_run_here
 @pytest.mark.parametrize("reduction", ["mean", "none"])
 def test_folded_forward_over_several_tensors(reduction):
     B = 150  # whole rows everywhere: the last tensor adds the others' columns and finishes the rows
     grads = [randn(B, 5, seed=1), randn(B, 3, 4, seed=2), randn(B, 0), randn(B, 32, seed=3)[:, ::2]]
     check(grads, reduction)
-    check(grads, reduction, inv_scale=torch.tensor(0.25))
+    check(grads, reduction, inv_scale=torch.tensor(0.25, device=DEVICE))
 
 
-@interpreted
+@kernels_run_here
 @pytest.mark.parametrize("dtype,values", [
     (torch.float32, (1e20, 1e-25, 1e36, 1e-40)),
     (torch.bfloat16, (1e30, 1e-30)),
@@ -130,23 +135,23 @@ def test_folded_forward_over_several_tensors(reduction):
 ], ids=["float32", "bfloat16", "float64"])
 def test_norms_at_the_ends_of_the_range(dtype, values):
     for v in values:
-        for shape in [(3, 4), (5, 8 * 64)]:  # whole rows, and split rows
-            g = torch.full(shape, v, dtype=dtype)
+        for shape in [(3, 4), (5, 8 * 64)]:
+            g = torch.full(shape, v, dtype=dtype, device=DEVICE)
             g[1] = randn(*shape[1:], dtype=dtype, seed=5)  # an ordinary row among them
             norms = fastgp.penalty_from_grads(g, return_norms=True, backend="triton")[1]
-            ref = reference.grad_norms([g])
+            ref = reference.grad_norms([g.cpu()]).to(DEVICE)
             assert torch.isfinite(ref).all() and torch.isfinite(norms).all(), (v, norms)
             torch.testing.assert_close(norms, ref, rtol=TOL[dtype][0] * 2, atol=0)
 
 
-@interpreted
+@kernels_run_here
 def test_backward_coefficients_at_the_ends_of_the_range():
     for v in (3e-39, 1e-40, 1e18):  # phi'(n)/n beyond float32 for the tiny norms
-        check([torch.full((4, 3), v)], "mean")
-        check([torch.full((4, 3), v)], "none", power=1.5)
+        check([torch.full((4, 3), v, device=DEVICE)], "mean")
+        check([torch.full((4, 3), v, device=DEVICE)], "none", power=1.5)
 
 
-@interpreted
+@kernels_run_here
 def test_nan_and_inf_propagate():
     g = randn(4, 100, seed=6)
     g[1, 7], g[2, 3] = float("nan"), float("inf")
@@ -154,7 +159,7 @@ def test_nan_and_inf_propagate():
     assert torch.isnan(norms[1]) and torch.isinf(norms[2]) and torch.isfinite(norms[[0, 3]]).all()
 
 
-@interpreted
+@kernels_run_here
 def test_no_autotuning_anywhere():
     import triton
 
