@@ -1,16 +1,14 @@
 // Device-side building blocks of the fastgp CUDA kernels: pack loads and
 // stores on each tensor's own path (launch_plan.h chooses it), small tensors
-// read in any float dtype, and how many blocks a device holds at once.
+// read in any float dtype, and the grid of a launch. No CUDA runtime here:
+// the kernels also compile for the CPU emulation (simt_emulation.h), which
+// runs them in the tests; launching on a GPU is cuda_device.h's.
 #pragma once
 
 #include <ATen/ATen.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 
-#include <array>
-#include <atomic>
 #include <cstdint>
+#include <cstring>
 
 #include "../checks.h"
 #include "../launch_plan.h"
@@ -133,36 +131,11 @@ __device__ __forceinline__ T load_any(const AnyFloat& a, int64_t i) {
   }
 }
 
-// Blocks of KERNEL (kThreads threads) the current device holds at once,
-// asked of the runtime once per (kernel, device). (The runtime is asked
-// directly: ATen's device-properties header pulls in cuBLAS/cuSPARSE headers
-// that a bare toolkit may lack.)
-constexpr int kMaxDevices = 64;
-
-template <auto KERNEL>
-int64_t resident_blocks() {
-  static std::array<std::atomic<int64_t>, kMaxDevices> cache{};  // 0: not asked yet
-  int device = 0;
-  C10_CUDA_CHECK(cudaGetDevice(&device));
-  if (device < kMaxDevices) {
-    const int64_t known = cache[device].load(std::memory_order_relaxed);
-    if (known > 0) return known;
-  }
-  int sms = 0, per_sm = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, KERNEL, kThreads, 0));
-  const int64_t blocks = static_cast<int64_t>(std::max(sms, 1)) * std::max(per_sm, 1);
-  if (device < kMaxDevices) cache[device].store(blocks, std::memory_order_relaxed);
-  return blocks;
-}
-
-// Launches KERNEL over the tasks of a plan made for its residency.
+// A launch sized to what the device holds at once of its kernel.
 struct GridFit {
   int64_t resident_blocks;
   int64_t resident_warps() const { return resident_blocks * kWarpsPerBlock; }
-  unsigned blocks(int64_t tasks) const {
-    return static_cast<unsigned>(plan::grid_blocks(tasks, kThreads, resident_blocks));
-  }
+  int64_t blocks(int64_t tasks) const { return plan::grid_blocks(tasks, kThreads, resident_blocks); }
 };
 
 // The first task and the step of a grid-stride loop over warp tasks.

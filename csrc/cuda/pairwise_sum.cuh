@@ -104,7 +104,7 @@ struct SeqTree {
   }
 };
 
-#if defined(__CUDACC__)
+#if defined(__CUDACC__) || defined(FASTGP_SIMT_EMULATION)
 constexpr unsigned kFullMask = 0xffffffffu;
 
 __device__ __forceinline__ double shfl(double v, int src) { return __shfl_sync(kFullMask, v, src); }

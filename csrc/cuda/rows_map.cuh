@@ -88,25 +88,23 @@ __device__ __forceinline__ void map_rows(const plan::Launch<NT, MAXOPS>& l, cons
 }
 
 // Plans and launches an elementwise op over operands of one shape each
-// (tensor 0 the output) on the current stream, one launch per MAXOPS
-// operands. FAST and GENERAL are the op's kernel without and with the
-// strided path (each a __global__ calling map_rows).
-template <typename scalar_t, int NT, int MAXOPS, auto FAST, auto GENERAL, class Op>
-void launch_map_rows(const std::vector<plan::Operand<NT>>& ops, int64_t batch, const Op& op) {
-  auto fit = [](bool general) {
-    return GridFit{general ? resident_blocks<GENERAL>() : resident_blocks<FAST>()};
+// (tensor 0 the output), one launch per MAXOPS operands, on `device` (a
+// policy: cuda_device.h, or the CPU emulation). FAST and GENERAL are the op's
+// kernel without and with the strided path (each a __global__ calling map_rows).
+template <typename scalar_t, int NT, int MAXOPS, auto FAST, auto GENERAL, class Device, class Op>
+void run_map_rows(const Device& device, const std::vector<plan::Operand<NT>>& ops, int64_t batch, const Op& op) {
+  auto fit = [&](bool general) {
+    return GridFit{general ? device.template resident_blocks<GENERAL>() : device.template resident_blocks<FAST>()};
   };
   const auto launches = plan::plan_elementwise<NT, MAXOPS>(
       ops, batch, vec_size<scalar_t>(), [&](bool general) { return fit(general).resident_warps(); });
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   for (const auto& l : launches) {
     const int64_t ntasks = plan::task_count(l);
     if (ntasks == 0) continue;
     if (plan::needs_strided_kernel(l))
-      GENERAL<<<fit(true).blocks(ntasks), kThreads, 0, stream>>>(l, op);
+      device.template launch<GENERAL>(fit(true).blocks(ntasks), kThreads, l, op);
     else
-      FAST<<<fit(false).blocks(ntasks), kThreads, 0, stream>>>(l, op);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+      device.template launch<FAST>(fit(false).blocks(ntasks), kThreads, l, op);
   }
 }
 
