@@ -13,7 +13,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import torch
 
 from .batch import FIX_PARTIAL, ShapeResult, audit_shape
-from .probes import ProbeCallError, check_signature
+from .probes import check_signature
 from .report import CODES, AuditReport, Finding
 from .gradients import FIX_UNRECOGNIZED
 
@@ -168,11 +168,6 @@ def audit(fn: Callable, *, shape: Optional[Sequence[int]] = None, device=None,
     problem = check_signature(fn, name)
     if problem is not None:
         return AuditReport(name, error=problem)
-    results = []
     with _untouched_global_state(dev):
-        for s in shapes:
-            try:
-                results.append(audit_shape(fn, name, s, dtype, dev))
-            except ProbeCallError as e:
-                results.append(ShapeResult(s, error=str(e)))
+        results = [audit_shape(fn, name, s, dtype, dev) for s in shapes]
     return _merge(name, results, time.perf_counter() - start)

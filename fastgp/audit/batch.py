@@ -293,7 +293,7 @@ class ShapeAudit:
             self.result.findings.append(finding)
 
     def run(self) -> ShapeResult:
-        """Raises ProbeCallError when fn cannot be run on the first probe."""
+        """Raises ProbeCallError when fn cannot be run on a probe of the batch size asked for."""
         self.read_form()
         chosen = self.result.fit
         if chosen is not None and chosen.grouping.kind == "sample":
@@ -310,5 +310,9 @@ class ShapeAudit:
 
 def audit_shape(fn: Callable, name: str, shape: Tuple[int, ...], dtype: torch.dtype, device: torch.device) \
         -> ShapeResult:
-    """Raises ProbeCallError when fn cannot be run on the first probe."""
-    return ShapeAudit(fn, name, shape, dtype, device).run()
+    """The result on this shape; its `error` says why fn could not be run on it."""
+    audit = ShapeAudit(fn, name, shape, dtype, device)
+    try:
+        return audit.run()
+    except ProbeCallError as e:
+        return ShapeResult(audit.shape, error=str(e), calls=audit.result.calls)
