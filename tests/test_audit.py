@@ -79,6 +79,8 @@ def test_correct_penalties_have_no_finding_and_their_variant_and_weight(fn, kind
     dict(weight=0.1, center=0.0, power=6.0),
     dict(weight=10.0, power=1.0),
     dict(weight=2.5, center=0.0, power=2.0, reduction="sum"),
+    dict(weight=1e6, power=1.5, one_sided=True),
+    dict(weight=1e-6, center=0.0, power=3.0, reduction="sum"),
 ])
 def test_fastgp_variants_are_read_back(options):
     """The audit of fastgp.gradient_penalty(**options) gives back those options."""
@@ -192,6 +194,17 @@ def test_cuda_hard_wired_function_needs_cuda():
     report = fastgp.audit(ex.needs_cuda)
     assert not report.ok
     assert "needs CUDA" in report.error
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_probes():
+    """On a GPU a function hard-wired to .cuda() can be audited with device='cuda'."""
+    report = fastgp.audit(ex.needs_cuda, device="cuda")
+    assert report.ok, str(report)
+    assert report.weight == pytest.approx(10.0, rel=WEIGHT_REL)
+    assert fastgp.audit(ex.norm_dim1, device="cuda").codes == ["partial-norm"]
+    assert fastgp.audit(ex.fake_not_detached, device="cuda").codes == ["gradient-leak"]
 
 
 # ------------------------------------------------------ argument errors

@@ -81,8 +81,8 @@ def _untouched_global_state(device: torch.device):
             np_random.set_state(np_state)
 
 
-def _weights_agree(a: Tuple[float, float], b: Tuple[float, float], ratio: float = 1.0) -> bool:
-    """Whether the brackets of weight a and of weight b * ratio overlap."""
+def _brackets_overlap(a: Tuple[float, float], b: Tuple[float, float], ratio: float = 1.0) -> bool:
+    """Whether the brackets a and b * ratio (of a weight, or of a power) overlap."""
     return a[0] <= b[1] * ratio and b[0] * ratio <= a[1]
 
 
@@ -91,10 +91,11 @@ def _across_shapes(image: ShapeResult, table: ShapeResult) -> Optional[Finding]:
     weight depends on the sample's shape is a norm over part of the dims (for a
     zero-centered squared norm that changes only the weight)."""
     vi, vt = image.variant, table.variant
-    if (vi.kind, vi.power, vi.reduction) != (vt.kind, vt.power, vt.reduction):
+    if (vi.kind, vi.reduction) != (vt.kind, vt.reduction) or \
+            not _brackets_overlap(image.fit.power_range, table.fit.power_range):
         return Finding("unrecognized", f"the penalty is {vi} on {image.shape} but {vt} on {table.shape}",
                        FIX_UNRECOGNIZED)
-    if _weights_agree(image.weight_range, table.weight_range):
+    if _brackets_overlap(image.weight_range, table.weight_range):
         return None
     seen = (f"the weight depends on the sample's shape: {image.weight:.5g} on {image.shape} but {table.weight:.5g} on "
             f"{table.shape}")
@@ -103,7 +104,7 @@ def _across_shapes(image: ShapeResult, table: ShapeResult) -> Optional[Finding]:
         for subset in itertools.combinations(dims, k):
             per_image = math.prod(image.shape[d] for d in dims if d not in subset)
             per_row = 1 if 1 in subset else table.shape[1]
-            if _weights_agree(image.weight_range, table.weight_range, per_row / per_image):
+            if _brackets_overlap(image.weight_range, table.weight_range, per_row / per_image):
                 how = (f"takes a norm over dim{'s' * (len(subset) > 1)} {', '.join(map(str, subset))} only"
                        if subset else "takes no norm (|g| element by element)")
                 return Finding("partial-norm", f"{seen}: the function {how} and averages over the {per_image} "

@@ -11,7 +11,7 @@ import torch
 
 from .. import reference
 from . import gradients as grads_check
-from .hypotheses import SHAPES, Fit, Observation, Rounding, fit, groupings, row_norms, value
+from .hypotheses import SHAPES, Fit, Observation, Rounding, fit, groupings, row_norms, shortest_inside, value
 from .points import alphas_of_single_call, check_points
 from .probes import ProbeCallError, ProbeCritic, ProbeFactory, run
 from .report import Finding, Variant
@@ -28,15 +28,6 @@ FLAT_NORM = 1.8  # the non-flat samples of the zero-gradient probe
 EXAMPLE_NORM = 1.5  # the uniform probe quoted in messages
 FIX_PARTIAL = ("flatten every non-batch dim before the norm: g.reshape(g.shape[0], -1).norm(2, dim=1) "
                "(norm(2, dim=1) of a 4-D gradient is a norm per pixel)")
-
-
-def shortest_inside(lo: float, hi: float) -> float:
-    mid = 0.5 * (lo + hi)
-    for digits in range(1, 18):
-        x = float(f"{mid:.{digits}g}")
-        if lo <= x <= hi:
-            return x
-    return mid
 
 
 def second_batch(batch: int) -> int:

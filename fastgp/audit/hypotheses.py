@@ -119,6 +119,16 @@ class Fit:
         return 0.5 * (self.k_range[0] + self.k_range[1])
 
 
+def shortest_inside(lo: float, hi: float) -> float:
+    """The decimal with the fewest digits in [lo, hi] (10.0 rather than 9.99999993)."""
+    mid = 0.5 * (lo + hi)
+    for digits in range(1, 18):
+        x = float(f"{mid:.{digits}g}")
+        if lo <= x <= hi:
+            return x
+    return mid
+
+
 def phi(norms: torch.Tensor, center: float, one_sided: bool, power: float) -> torch.Tensor:
     return reference.per_sample_penalty(norms, center, power, one_sided)
 
@@ -172,7 +182,7 @@ def _estimate_power(obs: Sequence[Observation], grouping, center, one_sided, rou
     err = 2 * ((p * ca + rounding.reduce(ma, p)) + (p * cb + rounding.reduce(mb, p))) / abs(span)
     if abs(p - round(p)) <= err and round(p) >= 1:
         return float(round(p)), (float(round(p)),) * 2
-    return p, (p - err, p + err)
+    return shortest_inside(p - err, p + err), (p - err, p + err)
 
 
 def fit(obs: Sequence[Observation], grouping: Grouping, center: float, one_sided: bool, rounding: Rounding,
