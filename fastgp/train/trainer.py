@@ -14,6 +14,7 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
 import torch
@@ -30,6 +31,19 @@ from .models import build_models
 from .seeding import ALPHA, FIXED, NOISE, global_rng_state, seed_everything, set_global_rng_state, stream
 
 N_IMAGES = 64  # fixed-noise images per picture
+
+
+@dataclass
+class Batch:
+    """One update's inputs on this process: real samples, generator noise, interpolation weights."""
+
+    real: Optional[torch.Tensor]
+    z: torch.Tensor
+    alpha: Optional[torch.Tensor]
+
+    def rows(self, i: int, j: int) -> "Batch":
+        """Samples i..j-1 (a per-sample view for tests and diagnostics)."""
+        return Batch(*(None if t is None else t[i:j] for t in (self.real, self.z, self.alpha)))
 
 
 class NonFiniteLossError(RuntimeError):
@@ -232,6 +246,12 @@ class Trainer:
     def alpha(self, step: int, k: int) -> torch.Tensor:
         return self._shard(torch.rand(self.cfg.batch_size, generator=stream(self.cfg.seed, ALPHA, step, k)))
 
+    def batch(self, step: int, k: int) -> Batch:
+        """This process's inputs of critic update k of step `step` (k = n_critic: the generator update's noise)."""
+        if k == self.cfg.n_critic:
+            return Batch(real=None, z=self.noise(step, k), alpha=None)
+        return Batch(real=self.real_batch(step, k), z=self.noise(step, k), alpha=self.alpha(step, k))
+
     def _autocast(self):
         if self.amp_dtype is None:
             return contextlib.nullcontext()
@@ -249,10 +269,11 @@ class Trainer:
             scaler.update()
 
     # -------------------------------------------------------------- steps
-    def critic_loss(self, step: int, k: int):
-        """(total loss, stats) of critic update k of step `step`."""
+    def critic_loss(self, step: int, k: int, batch: Optional[Batch] = None):
+        """(total loss, stats) of critic update k of step `step` (on `batch` instead of its own when given)."""
         cfg = self.cfg
-        real, z = self.real_batch(step, k), self.noise(step, k)
+        batch = batch or self.batch(step, k)
+        real, z = batch.real, batch.z
         with torch.no_grad(), self._autocast():
             fake = self.G(z).float()
         with self._autocast():
@@ -267,7 +288,7 @@ class Trainer:
             with self._autocast():
                 penalty, norms = fastgp.gradient_penalty(
                     self.d_net, real, fake, weight=cfg.gp_weight, center=0.0 if cfg.loss == "wgan-gp-zero" else 1.0,
-                    one_sided=cfg.loss == "wgan-gp-one-sided", alpha=self.alpha(step, k), scaler=self.scaler_d,
+                    one_sided=cfg.loss == "wgan-gp-one-sided", alpha=batch.alpha, scaler=self.scaler_d,
                     return_norms=True, backend=self.backend)
         elif not self.wgan and cfg.r1_gamma > 0 and not self.lazy_r1:
             with self._autocast():
@@ -294,19 +315,24 @@ class Trainer:
             stats.update(self.r1_step(step, k))
         return stats
 
-    def r1_step(self, step: int, k: int) -> Dict[str, torch.Tensor]:
-        """Lazy R1 (StyleGAN2): its own optimizer step every r1_every critic steps, with gain r1_every."""
-        real = self.real_batch(step, k)
+    def r1_loss(self, step: int, k: int, batch: Optional[Batch] = None):
+        """(loss, stats) of the lazy R1 update after critic update k: gain r1_every times R1."""
+        real = (batch or self.batch(step, k)).real
         with self._autocast():
             penalty, norms = regularizers.r1(self.d_net, real, self.cfg.r1_gamma, gain=self.cfg.r1_every,
                                              scaler=self.scaler_d, backend=self.backend)
             # R1 does not reach the last bias: 0 * D(x) lets every DDP hook fire.
             touch = self.d_net(real[:1]).float().sum() * 0
-        self._update(penalty + touch, self.opt_d, self.scaler_d)
-        return {"penalty": penalty.detach() / self.cfg.r1_every, "grad_norm": norms.mean()}
+        return penalty + touch, {"penalty": penalty.detach() / self.cfg.r1_every, "grad_norm": norms.mean()}
 
-    def generator_loss(self, step: int):
-        z = self.noise(step, self.cfg.n_critic)
+    def r1_step(self, step: int, k: int) -> Dict[str, torch.Tensor]:
+        """Lazy R1 (StyleGAN2): its own optimizer step every r1_every critic steps, with gain r1_every."""
+        loss, stats = self.r1_loss(step, k)
+        self._update(loss, self.opt_d, self.scaler_d)
+        return stats
+
+    def generator_loss(self, step: int, batch: Optional[Batch] = None):
+        z = (batch or self.batch(step, self.cfg.n_critic)).z
         with self._autocast():
             out = self.D(self.g_net(z).float()).float()  # the unwrapped critic: no DDP hooks in a G step
         adv = -out.mean() if self.wgan else F.softplus(-out).mean()
