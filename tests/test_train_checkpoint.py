@@ -72,13 +72,37 @@ def test_resume_after_a_crash_is_exact(tmp_path, monkeypatch):
     assert steps == [2, 4, 6, 7]  # step 4, logged after the checkpoint before the crash, was dropped then redone
 
 
-def test_resume_from_path_takes_the_checkpoint_config(tmp_path):
+def _tree(folder):
+    """Every file under a folder with its size and modification time."""
+    out = {}
+    for root, _, names in os.walk(folder):
+        for n in names:
+            st = os.stat(os.path.join(root, n))
+            out[os.path.relpath(os.path.join(root, n), folder)] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def test_resume_from_path_takes_the_checkpoint_config_but_writes_where_told(tmp_path, monkeypatch):
+    """A checkpoint from elsewhere (its config holds another machine's out_dir) never makes the run write there."""
     first = run(tiny(tmp_path, name="a", hidden=24, steps=2))
     path = os.path.join(first["run_dir"], "checkpoints", "last.pt")
-    # Only --resume PATH and --steps are given: model options come from the checkpoint, the run stays in "a".
-    summary = run({"resume": path, "steps": 3, "progress": False})
-    assert summary["run_dir"] == first["run_dir"] and summary["steps"] == 3
+    before = _tree(first["run_dir"])
+    # Only --resume PATH, --steps and --out-dir: model options come from the checkpoint, files go to --out-dir with
+    # the default name DATA-LOSS of the checkpoint's config.
+    summary = run({"resume": path, "steps": 3, "progress": False, "out_dir": str(tmp_path / "elsewhere")})
+    assert summary["run_dir"] == str(tmp_path / "elsewhere" / "ring-wgan-gp") and summary["steps"] == 3
     assert _last(summary)["config"]["hidden"] == 24
+    assert _tree(first["run_dir"]) == before  # nothing written into the checkpoint's run directory
+    with open(os.path.join(summary["run_dir"], "metrics.jsonl")) as f:  # the curves continue from the source
+        assert [r["step"] for r in map(json.loads, f) if r["kind"] == "train"] == [2, 3]
+    # without --out-dir: the default, ./runs, relative to where the command runs
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    summary = run({"resume": path, "steps": 3, "progress": False, "name": "b"})
+    assert os.path.realpath(summary["run_dir"]) == os.path.realpath(tmp_path / "elsewhere" / "runs" / "b")
+    assert _tree(first["run_dir"]) == before
+    # a folder that holds another run is not overwritten by resuming a foreign checkpoint into it
+    with pytest.raises(ConfigError, match="already holds a run.*would overwrite it"):
+        run({"resume": path, "steps": 3, "progress": False, "name": "b"})
 
 
 def test_atomic_save_keeps_previous_checkpoint(tmp_path, monkeypatch):

@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import difflib
 import json
+import math
 import os
 import typing
 from dataclasses import dataclass, field
@@ -28,12 +29,19 @@ class ConfigError(ValueError):
     """A configuration that cannot be trained; the message says which option and why."""
 
 
-def _opt(default, help: str, group: str, choices: Optional[Sequence[str]] = None, auto: Optional[str] = None):
+def _opt(default, help: str, group: str, choices: Optional[Sequence[str]] = None, auto: Optional[str] = None,
+         at_least: Optional[float] = None, above: Optional[float] = None, below: Optional[float] = None,
+         at_most: Optional[float] = None):
+    """A field with its CLI help, group, choices, auto rule and valid range (checked by resolve())."""
     meta = {"help": help, "group": group}
     if choices is not None:
         meta["choices"] = tuple(choices)
     if auto is not None:
         meta["auto"] = auto
+    bounds = {k: v for k, v in (("at_least", at_least), ("above", above), ("below", below), ("at_most", at_most))
+              if v is not None}
+    if bounds:
+        meta["bounds"] = bounds
     return field(default=default, metadata=meta)
 
 
@@ -48,16 +56,17 @@ class TrainConfig:
                                      auto="32 for images, 8 for digits")
     channels: Optional[int] = _opt(None, "image channels: 1 (grayscale) or 3 (RGB)", "data",
                                    auto="3 for images, 1 for digits")
-    batch_size: int = _opt(256, "global batch size (split across processes under torchrun)", "data")
+    batch_size: int = _opt(256, "global batch size (split across processes under torchrun)", "data", at_least=1)
     # ---- models
     model: Optional[str] = _opt(None, "architecture of generator and critic", "model", ("mlp", "dcgan"),
                                 auto="mlp for toy and csv data, dcgan for images")
     z_dim: Optional[int] = _opt(None, "dimension of the generator's Gaussian noise", "model",
-                                auto="2 for toy data (as in the WGAN-GP paper), 16 for csv, 64 for images")
+                                auto="2 for toy data (as in the WGAN-GP paper), 16 for csv, 64 for images", at_least=1)
     hidden: int = _opt(128, "MLP: width of the hidden layers (the WGAN-GP toy code uses 512: 10x the CPU time)",
-                       "model")
-    depth: int = _opt(3, "MLP: number of hidden layers", "model")
-    width: int = _opt(64, "DCGAN: channels of the widest critic layer / narrowest generator layer", "model")
+                       "model", at_least=1)
+    depth: int = _opt(3, "MLP: number of hidden layers", "model", at_least=1)
+    width: int = _opt(64, "DCGAN: channels of the widest critic layer / narrowest generator layer", "model",
+                      at_least=1)
     g_norm: Optional[str] = _opt(None, "generator normalization", "model", ("batch", "none"),
                                  auto="batch for dcgan, none for mlp")
     d_norm: Optional[str] = _opt(None, "critic normalization; batch is refused with a gradient penalty", "model",
@@ -66,35 +75,41 @@ class TrainConfig:
     loss: str = _opt("wgan-gp", "objective and gradient penalty: WGAN-GP (two-sided, center 1), one-sided, "
                      "zero-centered on interpolates, or non-saturating loss + lazy R1 on real samples", "loss", LOSSES)
     gp_weight: Optional[float] = _opt(None, "lambda of the WGAN-GP penalties", "loss",
-                                      auto="10 (WGAN-GP paper), 0.1 for toy data (the paper's toy code)")
-    r1_gamma: float = _opt(1.0, "gamma of R1 (the penalty is gamma/2 * E||grad D(x)||^2)", "loss")
-    r1_every: int = _opt(16, "lazy R1: regularize once every k critic steps with gain k (1 = every step)", "loss")
-    n_critic: Optional[int] = _opt(None, "critic steps per generator step", "loss", auto="5 for wgan-*, 1 for ns-r1")
-    l2_d: float = _opt(0.0, "L2 weight regularization of the critic: adds l2_d * sum ||W||^2", "loss")
-    l2_g: float = _opt(0.0, "L2 weight regularization of the generator: adds l2_g * sum ||W||^2", "loss")
+                                      auto="10 (WGAN-GP paper), 0.1 for toy data (the paper's toy code)", at_least=0)
+    r1_gamma: float = _opt(1.0, "gamma of R1 (the penalty is gamma/2 * E||grad D(x)||^2)", "loss", at_least=0)
+    r1_every: int = _opt(16, "lazy R1: regularize once every k critic steps with gain k (1 = every step)", "loss",
+                         at_least=1)
+    n_critic: Optional[int] = _opt(None, "critic steps per generator step", "loss", auto="5 for wgan-*, 1 for ns-r1",
+                                   at_least=1)
+    l2_d: float = _opt(0.0, "L2 weight regularization of the critic: adds l2_d * sum ||W||^2", "loss", at_least=0)
+    l2_g: float = _opt(0.0, "L2 weight regularization of the generator: adds l2_g * sum ||W||^2", "loss",
+                       at_least=0)
     # ---- optimizer (Adam for both networks)
     lr: Optional[float] = _opt(None, "Adam learning rate of both networks", "optim",
-                               auto="1e-4 (WGAN-GP paper), 1e-3 for toy data (with linear decay: a CPU-minute budget)")
-    beta1: Optional[float] = _opt(None, "Adam beta1", "optim", auto="0 (WGAN-GP paper), 0.5 for toy data (toy code)")
-    beta2: float = _opt(0.9, "Adam beta2", "optim")
+                               auto="1e-4 (WGAN-GP paper), 1e-3 for toy data (with linear decay: a CPU-minute budget)", above=0)
+    beta1: Optional[float] = _opt(None, "Adam beta1", "optim", auto="0 (WGAN-GP paper), 0.5 for toy data (toy code)",
+                                  at_least=0, below=1)
+    beta2: float = _opt(0.9, "Adam beta2", "optim", at_least=0, below=1)
     lr_decay: Optional[str] = _opt(None, "learning-rate schedule: linear decays to 0 at the last step", "optim",
                                    ("none", "linear"), auto="linear for toy data, none otherwise")
     # ---- run
-    steps: int = _opt(1500, "generator steps (the total, also when resuming)", "run")
+    steps: int = _opt(1500, "generator steps (the total, also when resuming)", "run", at_least=1)
     seed: int = _opt(0, "seed of Python, NumPy and torch (model init, data order, noise, interpolation)", "run")
     device: str = _opt("auto", "where to train", "run", ("auto", "cpu", "cuda"))
     amp: str = _opt("none", "mixed precision: bf16 autocast, or fp16 autocast with a GradScaler", "run",
                     ("none", "bf16", "fp16"))
     backend: str = _opt("auto", "fastgp backend for the penalty", "run", ("auto", "cpp", "triton", "torch"))
     threads: Optional[int] = _opt(None, "CPU threads of torch (per process)", "run",
-                                  auto="1 for MLPs on CPU (small matmuls; robust on a shared CPU), else torch's")
+                                  auto="1 for MLPs on CPU (small matmuls; robust on a shared CPU), else torch's", at_least=0)
     name: Optional[str] = _opt(None, "run name; the run directory is OUT_DIR/NAME", "run", auto="DATA-LOSS")
     out_dir: str = _opt("runs", "parent folder of run directories", "run")
-    log_every: int = _opt(25, "steps between metrics.jsonl records and progress-bar updates", "run")
-    sample_every: int = _opt(500, "steps between fixed-noise sample pictures (0 = only at the end)", "run")
-    ckpt_every: int = _opt(500, "steps between periodic checkpoints (0 = only last.pt)", "run")
-    keep_ckpts: int = _opt(3, "periodic checkpoints kept (last.pt is always kept)", "run")
-    eval_samples: int = _opt(2500, "samples drawn for the toy mode-coverage metrics (VEEGAN protocol)", "run")
+    log_every: int = _opt(25, "steps between metrics.jsonl records and progress-bar updates", "run", at_least=1)
+    sample_every: int = _opt(500, "steps between fixed-noise sample pictures (0 = only at the end)", "run",
+                             at_least=0)
+    ckpt_every: int = _opt(500, "steps between periodic checkpoints (0 = only last.pt)", "run", at_least=0)
+    keep_ckpts: int = _opt(3, "periodic checkpoints kept (last.pt is always kept)", "run", at_least=0)
+    eval_samples: int = _opt(2500, "samples drawn for the toy mode-coverage metrics (VEEGAN protocol)", "run",
+                             at_least=1)
     resume: Optional[str] = _opt(None, "continue a run: 'last' (OUT_DIR/NAME/checkpoints/last.pt) or a checkpoint "
                                  "path; its config is the base that explicit flags override", "run")
     overwrite: bool = _opt(False, "start afresh in a run directory that already holds a run", "run")
@@ -234,18 +249,51 @@ def from_args(argv: Optional[Sequence[str]] = None):
 
 
 # ---------------------------------------------------------------- resolve
+def _auto(value, default):
+    """The option's value, or its auto default when it is None: 0, '' and False are values, never 'auto'."""
+    return default if value is None else value
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _describe(bounds: Dict[str, float]) -> str:
+    lo = [f"{'>=' if k == 'at_least' else '>'} {v:g}" for k, v in bounds.items() if k in ("at_least", "above")]
+    hi = [f"{'<=' if k == 'at_most' else '<'} {v:g}" for k, v in bounds.items() if k in ("below", "at_most")]
+    return " and ".join(lo + hi)
+
+
+def check_ranges(cfg: TrainConfig) -> None:
+    """Every numeric option finite and within its field's bounds; the message names the option and its flag."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if value is None or isinstance(value, (bool, str)) or not isinstance(value, (int, float)):
+            continue
+        bounds = f.metadata.get("bounds", {})
+        kind = "an integer" if isinstance(value, int) else "a finite number"
+        what = f"option {f.name!r} ({flag(f.name)}) must be {kind}" + (f" {_describe(bounds)}" if bounds else "")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{what}, got {value!r}")
+        ok = all({"at_least": value >= v, "above": value > v, "below": value < v, "at_most": value <= v}[k]
+                 for k, v in bounds.items())
+        if not ok:
+            raise ConfigError(f"{what}, got {value!r}")
+
+
 def resolve(cfg: TrainConfig) -> TrainConfig:
     """Fills every auto field and checks the combination; raises ConfigError naming the option."""
+    check_ranges(cfg)  # the explicit values first: a refusal names what the user wrote, not a derived value
     toy, image = cfg.data in TOY_DATA, cfg.data in IMAGE_DATA
-    model = cfg.model or ("dcgan" if image else "mlp")
+    model = _auto(cfg.model, "dcgan" if image else "mlp")
     if model == "dcgan" and not image:
         raise ConfigError(f"model 'dcgan' needs image data (images or digits), not data={cfg.data!r}; use model=mlp")
     if model == "mlp" and image:
         raise ConfigError(f"model 'mlp' is for toy and csv data; data={cfg.data!r} needs model=dcgan")
     if cfg.data in ("csv", "images") and not cfg.data_path:
         raise ConfigError(f"data={cfg.data!r} needs --data-path (a {'CSV file' if cfg.data == 'csv' else 'folder'})")
-    image_size = cfg.image_size if cfg.image_size is not None else (8 if cfg.data == "digits" else 32)
-    channels = cfg.channels if cfg.channels is not None else (1 if cfg.data == "digits" else 3)
+    image_size = _auto(cfg.image_size, 8 if cfg.data == "digits" else 32)
+    channels = _auto(cfg.channels, 1 if cfg.data == "digits" else 3)
     if image:
         if image_size < 8 or image_size & (image_size - 1):
             raise ConfigError(f"image_size must be a power of two >= 8, got {image_size}")
@@ -256,16 +304,17 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     wgan = cfg.loss.startswith("wgan")
     out = dataclasses.replace(
         cfg, model=model, image_size=image_size if image else None, channels=channels if image else None,
-        z_dim=cfg.z_dim or (2 if toy else 16 if cfg.data == "csv" else 64),
-        g_norm=cfg.g_norm or ("batch" if model == "dcgan" else "none"),
-        d_norm=cfg.d_norm or ("layer" if model == "dcgan" else "none"),
-        n_critic=cfg.n_critic or (5 if wgan else 1),
-        gp_weight=cfg.gp_weight if cfg.gp_weight is not None else (0.1 if toy else 10.0),
-        lr=cfg.lr if cfg.lr is not None else (1e-3 if toy else 1e-4),
-        beta1=cfg.beta1 if cfg.beta1 is not None else (0.5 if toy else 0.0),
-        lr_decay=cfg.lr_decay or ("linear" if toy else "none"),
-        threads=cfg.threads if cfg.threads is not None else (1 if model == "mlp" else 0),
-        name=cfg.name or f"{cfg.data}-{cfg.loss}")
+        z_dim=_auto(cfg.z_dim, 2 if toy else 16 if cfg.data == "csv" else 64),
+        g_norm=_auto(cfg.g_norm, "batch" if model == "dcgan" else "none"),
+        d_norm=_auto(cfg.d_norm, "layer" if model == "dcgan" else "none"),
+        n_critic=_auto(cfg.n_critic, 5 if wgan else 1),
+        gp_weight=_auto(cfg.gp_weight, 0.1 if toy else 10.0),
+        lr=_auto(cfg.lr, 1e-3 if toy else 1e-4),
+        beta1=_auto(cfg.beta1, 0.5 if toy else 0.0),
+        lr_decay=_auto(cfg.lr_decay, "linear" if toy else "none"),
+        threads=_auto(cfg.threads, 1 if model == "mlp" else 0),
+        name=_auto(cfg.name, f"{cfg.data}-{cfg.loss}"))
+    check_ranges(out)
     penalty = out.gp_weight if wgan else out.r1_gamma
     if out.d_norm == "batch" and penalty > 0:
         raise ConfigError(
@@ -273,24 +322,11 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
             "whole batch, so grad_x D(x_i) is no longer a per-sample gradient and the penalty constrains the wrong "
             "quantity (the WGAN-GP paper drops BatchNorm from the critic for this reason); it also makes the double "
             "backward several times slower. Use d_norm='layer' or 'none' (BatchNorm in the generator is fine).")
-    positive = {"batch_size": out.batch_size, "hidden": out.hidden, "depth": out.depth, "width": out.width,
-                "z_dim": out.z_dim, "n_critic": out.n_critic, "r1_every": out.r1_every, "steps": out.steps,
-                "log_every": out.log_every, "eval_samples": out.eval_samples}
-    for name, value in positive.items():
-        if value < 1:
-            raise ConfigError(f"option {name!r} must be >= 1, got {value}")
-    for name in ("sample_every", "ckpt_every", "keep_ckpts", "threads"):
-        if getattr(out, name) < 0:
-            raise ConfigError(f"option {name!r} must be >= 0, got {getattr(out, name)}")
-    for name in ("gp_weight", "r1_gamma", "l2_d", "l2_g"):
-        if getattr(out, name) < 0:
-            raise ConfigError(f"option {name!r} must be >= 0, got {getattr(out, name)}")
-    if not out.lr > 0:
-        raise ConfigError(f"option 'lr' must be > 0, got {out.lr}")
-    for name in ("beta1", "beta2"):
-        if not 0 <= getattr(out, name) < 1:
-            raise ConfigError(f"option {name!r} must be in [0, 1), got {getattr(out, name)}")
-    if "/" in out.name or out.name in (".", ".."):
+    if out.g_norm == "batch" and out.batch_size < 2:
+        raise ConfigError(f"batch_size={out.batch_size} with g_norm='batch': BatchNorm in the generator needs at "
+                          "least 2 samples per batch (it normalizes over the batch); raise --batch-size or use "
+                          "--g-norm none")
+    if not out.name or "/" in out.name or os.sep in out.name or out.name in (".", ".."):
         raise ConfigError(f"option 'name' must be a plain folder name, got {out.name!r}")
     return out
 

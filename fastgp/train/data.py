@@ -141,28 +141,55 @@ def _is_number(s: str) -> bool:
     return True
 
 
+def _read_rows(path: str) -> List[Tuple[int, List[str]]]:
+    """(line number, cells) of every non-blank row; any unreadable file becomes a ConfigError naming it."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            return [(reader.line_num, r) for r in reader if r and any(c.strip() for c in r)]
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"the CSV file {path!r} is not UTF-8 text (byte {e.object[e.start:e.start + 1]!r} at "
+                          f"offset {e.start}); save it as UTF-8") from None
+    except csv.Error as e:
+        if "field larger than field limit" in str(e):
+            raise ConfigError(f"the CSV file {path!r} has a field longer than the csv module's limit "
+                              f"({csv.field_size_limit()} characters): not a table of numbers") from None
+        raise ConfigError(f"the CSV file {path!r} cannot be parsed as CSV: {e}") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read the CSV file {path!r}: {e.strerror or e}") from None
+
+
 def load_csv(path: str) -> TableDataset:
     """Keeps the columns whose every non-empty cell is a number; rows with an empty kept cell are dropped."""
     if not os.path.isfile(path):
         raise ConfigError(f"data_path {path!r} is not a file (data=csv needs a CSV file)")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
-    if not rows:
+    numbered = _read_rows(path)
+    if not numbered:
         raise ConfigError(f"the CSV file {path!r} is empty")
+    lines, rows = [n for n, _ in numbered], [r for _, r in numbered]
     has_header = not all(_is_number(c) for c in rows[0] if c.strip())
     header = [c.strip() or f"column{i}" for i, c in enumerate(rows[0])] if has_header else \
         [f"column{i}" for i in range(len(rows[0]))]
-    body = rows[1:] if has_header else rows
+    body, lines = (rows[1:], lines[1:]) if has_header else (rows, lines)
     width = len(header)
     if any(len(r) != width for r in body):
         bad = next(i for i, r in enumerate(body) if len(r) != width)
         raise ConfigError(f"the CSV file {path!r} has {width} columns in its first row but {len(body[bad])} in "
-                          f"data row {bad + 1}")
+                          f"line {lines[bad]}")
     keep = [j for j in range(width) if all(_is_number(r[j]) or not r[j].strip() for r in body)
             and any(r[j].strip() for r in body)]
     if not keep:
         raise ConfigError(f"the CSV file {path!r} has no numeric column")
-    values = [[float(r[j]) for j in keep] for r in body if all(r[j].strip() for j in keep)]
+    values = []
+    for line, r in zip(lines, body):
+        if not all(r[j].strip() for j in keep):
+            continue
+        row = [float(r[j]) for j in keep]
+        bad = next((j for j, v in zip(keep, row) if not math.isfinite(v)), None)
+        if bad is not None:  # NaN or inf would surface later as a "non-finite loss"
+            raise ConfigError(f"the CSV file {path!r} has a non-finite value {r[bad].strip()!r} in line {line}, "
+                              f"column {header[bad]!r}; remove or fill it")
+        values.append(row)
     if len(values) < 2:
         raise ConfigError(f"the CSV file {path!r} has fewer than 2 complete numeric rows")
     x = torch.tensor(values, dtype=torch.float64)
@@ -178,6 +205,66 @@ def _image_files(folder: str) -> List[str]:
     return sorted(files)
 
 
+# Pillow modes whose samples are not 8-bit, with the value that means full intensity. convert("L"/"RGB") clips
+# them to 0..255 (a 16-bit image turns almost white, a float one black), so they are rescaled here instead.
+SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def _unit_range(im, path: str):
+    """A high-bit-depth grayscale image as a float32 mode-F image in [0, 1], or None for an 8-bit mode."""
+    import numpy as np
+    from PIL import Image
+
+    mode = im.mode
+    if mode in SIXTEEN_BIT:
+        scale = 65535.0
+    elif mode == "I":  # 32-bit integers: a 16-bit source (older Pillow, 16-bit TIFF) has a known range
+        bits = (getattr(im, "tag_v2", None) or {}).get(258, (16,) if im.format == "PNG" else None)
+        if not bits or tuple(bits)[0] != 16:
+            raise ConfigError(f"image {path!r} has 32-bit integer samples (Pillow mode 'I') whose full-scale value "
+                              "is not defined; save it with 8 or 16 bits per sample")
+        scale = 65535.0
+    elif mode == "F":
+        scale = 1.0
+    elif mode.startswith(("I;", "F;")):
+        raise ConfigError(f"image {path!r} has Pillow mode {mode!r}, which fastgp-train cannot rescale; save it "
+                          "with 8 or 16 unsigned bits per sample")
+    else:
+        return None
+    a = np.asarray(im, dtype=np.float64) / scale
+    finite = np.isfinite(a)
+    if not finite.all() or a.min() < 0 or a.max() > 1:
+        seen = f"values in [{a[finite].min() * scale:g}, {a[finite].max() * scale:g}]" if finite.any() else "no value"
+        raise ConfigError(f"image {path!r} (Pillow mode {mode!r}) has {seen}"
+                          f"{'' if finite.all() else ' and NaN or inf'}; float images are read as [0, 1] and 16-bit "
+                          "ones as [0, 65535]")
+    return Image.fromarray(a.astype(np.float32), mode="F")
+
+
+def _square(im, size: int):
+    from PIL import Image
+
+    w, h = im.size
+    side = min(w, h)
+    im = im.crop(((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side))
+    return im.resize((size, size), Image.BICUBIC)
+
+
+def _load_image(path: str, size: int, channels: int) -> torch.Tensor:
+    """One file as a (channels, size, size) float32 tensor in [-1, 1]."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as im:
+        unit = _unit_range(im, path)
+        if unit is None:  # 8-bit: Pillow converts the mode (palette, alpha, CMYK ...)
+            im = _square(im.convert("RGB" if channels == 3 else "L"), size)
+            t = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8).view(size, size, channels)
+            return t.permute(2, 0, 1).float() / 127.5 - 1
+        a = torch.from_numpy(np.array(_square(unit, size), dtype=np.float32)).clamp(0, 1)  # bicubic overshoots
+        return (a * 2 - 1).unsqueeze(0).expand(channels, size, size)
+
+
 def load_image_folder(folder: str, size: int, channels: int) -> TensorDataset:
     """Every image file under `folder` (recursively), center-cropped square, resized, scaled to [-1, 1]."""
     try:
@@ -189,20 +276,18 @@ def load_image_folder(folder: str, size: int, channels: int) -> TensorDataset:
     files = _image_files(folder)
     if not files:
         raise ConfigError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) under {folder!r}")
-    out = torch.empty(len(files), channels, size, size, dtype=torch.uint8)
+    out = torch.empty(len(files), channels, size, size)
     for i, path in enumerate(files):
         try:
-            with Image.open(path) as im:
-                im = im.convert("RGB" if channels == 3 else "L")
-                w, h = im.size
-                side = min(w, h)
-                im = im.crop(((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side))
-                im = im.resize((size, size), Image.BICUBIC)
-                t = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
-        except OSError as e:
-            raise ConfigError(f"cannot read image {path!r}: {e}") from None
-        out[i] = t.view(size, size, channels).permute(2, 0, 1)
-    return TensorDataset("images", out.float() / 127.5 - 1)
+            out[i] = _load_image(path, size, channels)
+        except ConfigError:
+            raise
+        except Image.DecompressionBombError as e:
+            raise ConfigError(f"image {path!r} is refused by Pillow's decompression-bomb guard ({e}); shrink it, "
+                              "or raise PIL.Image.MAX_IMAGE_PIXELS if the file is trusted") from None
+        except Exception as e:  # any decoder failure (OSError, SyntaxError, ValueError ...) is a bad file
+            raise ConfigError(f"cannot read image {path!r}: {type(e).__name__}: {e}") from None
+    return TensorDataset("images", out)
 
 
 def load_digits() -> TensorDataset:

@@ -103,15 +103,20 @@ def image_grid(path: str, images: torch.Tensor, nrow: int = 8) -> None:
 
 
 def image_picture(path: str, real: torch.Tensor, fake: torch.Tensor, nrow: int = 8) -> None:
-    """Real images (left) next to generated ones (right)."""
-    from PIL import Image
+    """Real images (left) next to generated ones (right), each half captioned."""
+    from PIL import Image, ImageDraw
 
     cell = max(real.shape[-1], 32)
-    left, right = _grid(real, nrow, cell).convert("RGB"), _grid(fake, nrow, cell).convert("RGB")
-    gap = 16
-    out = Image.new("RGB", (left.width + gap + right.width, max(left.height, right.height)), (255, 255, 255))
-    out.paste(left, (0, 0))
-    out.paste(right, (left.width + gap, 0))
+    halves = [("real", _grid(real, nrow, cell).convert("RGB")), ("generated", _grid(fake, nrow, cell).convert("RGB"))]
+    gap, band = 16, 18
+    width = sum(im.width for _, im in halves) + gap
+    out = Image.new("RGB", (width, band + max(im.height for _, im in halves)), (255, 255, 255))
+    draw = ImageDraw.Draw(out)
+    x = 0
+    for caption, im in halves:
+        out.paste(im, (x, band))
+        draw.text((x + 4, 3), caption, fill=(0, 0, 0))  # Pillow's built-in font: no font file needed
+        x += im.width + gap
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     out.save(path)
 

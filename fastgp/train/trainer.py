@@ -11,7 +11,6 @@ import contextlib
 import json
 import math
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from . import checkpoint, distributed, regularizers
 from .config import TOY_DATA, ConfigError, TrainConfig, differences, from_dict, overlay, resolve, to_dict
 from .data import TableDataset, TensorDataset, ToyMixture, build_dataset, real_samples, shard
 from .metrics import mode_metrics
+from .rundir import RunDir
 from .models import build_models
 from .seeding import ALPHA, FIXED, NOISE, global_rng_state, seed_everything, set_global_rng_state, stream
 
@@ -58,20 +58,26 @@ def prepare(overrides: Optional[Dict[str, Any]] = None):
     """(resolved config, checkpoint dict or None, its path) from explicit option values.
 
     Without resume: defaults <- overrides. With resume: the checkpoint's config
-    <- overrides, refusing changes of the options that fix tensor shapes.
+    <- overrides, refusing changes of the options that fix tensor shapes. Where
+    the run writes (out_dir, name) always comes from these options or their
+    defaults, never from the checkpoint, which may come from another machine.
     """
     overrides = dict(overrides or {})
     cfg = overlay(TrainConfig(), overrides)
+    here = resolve(cfg)
     if not cfg.resume:
-        return resolve(cfg), None, None
-    path = checkpoint.resume_path(cfg.resume, run_dir(resolve(cfg)))
+        return here, None, None
+    path = checkpoint.resume_path(cfg.resume, run_dir(here))
     if cfg.resume == "last" and not os.path.isfile(path):
         raise checkpoint.CheckpointError(f"--resume last: no checkpoint at {path!r} (run directory "
-                                         f"{run_dir(resolve(cfg))!r}); pass --name/--out-dir of the run or a path")
+                                         f"{run_dir(here)!r}); pass --name/--out-dir of the run or a path")
     ckpt = checkpoint.load(path)
+    # 'last' continues the run directory it was found in; a path goes to --out-dir/--name or their defaults
+    # (the name's default then follows the checkpoint's data and loss)
+    placement = {"out_dir": cfg.out_dir, "name": here.name if cfg.resume == "last" else cfg.name}
     try:
         saved = resolve(from_dict(ckpt["config"]))
-        merged = resolve(overlay(saved, overrides))
+        merged = resolve(overlay(saved, {**overrides, **placement}))
     except ConfigError as e:
         raise checkpoint.CheckpointError(f"checkpoint {path!r} holds a config this trainer cannot use: {e}") from None
     diff = differences(saved, merged)
@@ -110,6 +116,10 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         if cfg.batch_size % self.info.world:
             raise ConfigError(f"batch_size={cfg.batch_size} is not divisible by the {self.info.world} processes")
+        if cfg.g_norm == "batch" and cfg.batch_size // self.info.world < 2:
+            raise ConfigError(f"batch_size={cfg.batch_size} over {self.info.world} processes leaves 1 sample per "
+                              "process, and BatchNorm in the generator needs at least 2; raise --batch-size or use "
+                              "--g-norm none")
         try:  # an unavailable backend fails here, saying why
             self.backend = fastgp.select_backend(cfg.backend, self.device)
         except RuntimeError as e:
@@ -145,38 +155,40 @@ class Trainer:
         self.step = 0
         self.records: List[Dict[str, Any]] = []
         self.dir = run_dir(cfg)
+        self.files = RunDir(self.dir)
         self.ckpt_dir = os.path.join(self.dir, "checkpoints")
         self.last_good: Optional[str] = None
-        self._prepare_dir(ckpt is not None)
+        self._prepare_dir(ckpt_path)
         if ckpt is not None:
             self._load(ckpt, ckpt_path)
         self._reset_window()
 
     # ------------------------------------------------------------ files
-    def _prepare_dir(self, resuming: bool) -> None:
+    def _own_checkpoint(self, path: Optional[str]) -> bool:
+        """Whether `path` is one of this run directory's checkpoints (resuming it continues this run)."""
+        return path is not None and os.path.realpath(os.path.dirname(os.path.abspath(path))) == \
+            os.path.realpath(self.ckpt_dir)
+
+    def _prepare_dir(self, ckpt_path: Optional[str]) -> None:
         last = checkpoint.find_last(self.dir)
-        if not resuming and last and not self.cfg.overwrite:
-            raise ConfigError(f"run directory {self.dir!r} already holds a run ({last}); pass --resume last to "
-                              "continue it, --overwrite to start over, or --name for a new run")
+        continuing = self._own_checkpoint(ckpt_path)
+        if last and not continuing and not self.cfg.overwrite:
+            what = f"resuming {ckpt_path!r} there would overwrite it" if ckpt_path else "pass --resume last to continue it"
+            raise ConfigError(f"run directory {self.dir!r} already holds a run ({last}); {what}, --overwrite to start "
+                              "over, or --name/--out-dir for another folder")
         if self.info.main:
-            if not resuming and self.cfg.overwrite:
-                for sub in ("checkpoints", "samples"):
-                    shutil.rmtree(os.path.join(self.dir, sub), ignore_errors=True)
-                for name in ("metrics.jsonl", "summary.json"):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.remove(os.path.join(self.dir, name))
-            os.makedirs(self.ckpt_dir, exist_ok=True)
-            os.makedirs(os.path.join(self.dir, "samples"), exist_ok=True)
-            with open(os.path.join(self.dir, "config.json"), "w", encoding="utf-8") as f:
-                json.dump(to_dict(self.cfg), f, indent=2)
-                f.write("\n")
+            self.files.create(clear=bool(last) and not continuing)
+            removed = checkpoint.remove_stale_temporaries(self.ckpt_dir)
+            if removed:
+                print(f"fastgp-train: removed {len(removed)} temporary file(s) of an interrupted save in "
+                      f"{self.ckpt_dir}", file=sys.stderr)
+            self.files.write_json("config.json", to_dict(self.cfg))
         distributed.barrier(self.info)
 
     def _log(self, record: Dict[str, Any]) -> None:
         self.records.append(record)
         if self.info.main:
-            with open(os.path.join(self.dir, "metrics.jsonl"), "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+            self.files.append_record(record)
 
     # ------------------------------------------------------- checkpoints
     def state(self) -> Dict[str, Any]:
@@ -200,10 +212,11 @@ class Trainer:
         if not self.info.main:
             return
         state = self.state()
-        last = os.path.join(self.ckpt_dir, "last.pt")
+        last = self.files.file(os.path.join("checkpoints", "last.pt"))
         checkpoint.save_atomic(state, last)
         if self.cfg.ckpt_every and self.step % self.cfg.ckpt_every == 0 and self.cfg.keep_ckpts:
-            checkpoint.save_atomic(state, os.path.join(self.ckpt_dir, checkpoint.periodic_name(self.step)))
+            periodic = os.path.join("checkpoints", checkpoint.periodic_name(self.step))
+            checkpoint.save_atomic(state, self.files.file(periodic))
             checkpoint.retain(self.ckpt_dir, self.cfg.keep_ckpts)
         self.last_good = last
 
@@ -223,13 +236,17 @@ class Trainer:
         self.step = int(ckpt["step"])
         self.fixed_noise = ckpt.get("fixed_noise", self.fixed_noise)
         self.last_good = path
+        # the curves continue: this run's metrics up to the checkpoint (later ones were logged after it, before a
+        # crash or a kill), or those next to a checkpoint resumed from another folder
         metrics = os.path.join(self.dir, "metrics.jsonl")
-        if os.path.isfile(metrics):  # drop what was logged after the checkpoint (a crash, a kill)
-            with open(metrics, encoding="utf-8") as f:
-                self.records = [r for r in map(json.loads, filter(str.strip, f)) if r["step"] <= self.step]
-            if self.info.main:
-                with open(metrics, "w", encoding="utf-8") as f:
-                    f.writelines(json.dumps(r) + "\n" for r in self.records)
+        source = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(path))), "metrics.jsonl")
+        if not os.path.isfile(metrics) and os.path.isfile(source):
+            metrics = source
+        if self.info.main:
+            if os.path.isfile(metrics):
+                self.records = self.files.read_records(metrics, self.step)
+            self.files.write_records(self.records)
+            print(f"fastgp-train: resumed from {path} at step {self.step}")
 
     # ------------------------------------------------------------ batches
     def _shard(self, x: torch.Tensor) -> torch.Tensor:
@@ -427,16 +444,17 @@ class Trainer:
         """Fixed-noise samples as a PNG (samples/step_*.png); at the end samples.png and losses.png too."""
         cfg = self.cfg
         fake = self.generate(self.fixed_noise)
-        path = os.path.join(self.dir, "samples", f"step_{self.step:07d}.png")
+        path = self.files.file(os.path.join("samples", f"step_{self.step:07d}.png"))
         title = f"{cfg.name}: step {self.step}"
         if metrics:
             title += f", {metrics['modes']}/{metrics['n_modes']} modes, {metrics['hq_percent']:.1f}% HQ"
         from . import plots
 
+        finals = [path, self.files.file("samples.png")] if final else [path]
         if cfg.model == "dcgan":
             plots.image_grid(path, fake[:N_IMAGES])
             if final:
-                plots.image_picture(os.path.join(self.dir, "samples.png"), self.real_ref[:N_IMAGES], fake[:N_IMAGES])
+                plots.image_picture(finals[1], self.real_ref[:N_IMAGES], fake[:N_IMAGES])
         elif self.data.shape[0] == 2:
             def critic(points):
                 x = self.data.from_native(points.float()).to(self.device)
@@ -444,16 +462,16 @@ class Trainer:
 
             real, gen = self.data.to_native(self.real_ref), self.data.to_native(fake)
             columns = getattr(self.data, "columns", ("x", "y"))
-            for p in ([path, os.path.join(self.dir, "samples.png")] if final else [path]):
+            for p in finals:
                 plots.toy_picture(p, real, gen, critic, title, columns)
         else:
             real, gen = self.data.to_native(self.real_ref), self.data.to_native(fake)
-            for p in ([path, os.path.join(self.dir, "samples.png")] if final else [path]):
+            for p in finals:
                 plots.table_picture(p, real, gen, self.data.columns, title)
         if final:
-            plots.loss_picture(os.path.join(self.dir, "losses.png"), self.records, cfg.name)
+            plots.loss_picture(self.files.file("losses.png"), self.records, cfg.name)
             if isinstance(self.data, TableDataset):
-                self._write_csv(os.path.join(self.dir, "samples.csv"), self.data.to_native(fake))
+                self._write_csv(self.files.file("samples.csv"), self.data.to_native(fake))
 
     def _write_csv(self, path: str, x: torch.Tensor) -> None:
         import csv
@@ -517,18 +535,29 @@ class Trainer:
         summary.update(self.evaluate() if self.info.main else {})
         if not self.info.main:
             return summary
-        with open(os.path.join(self.dir, "summary.json"), "w", encoding="utf-8") as f:
-            json.dump(summary, f, indent=2)
-            f.write("\n")
-        rate = summary["steps_this_run"] / seconds if seconds > 0 else float("nan")
-        print(f"fastgp-train: {cfg.name}: {summary['steps_this_run']} steps in {seconds:.1f} s ({rate:.1f} step/s) "
-              f"on {self.device} x{self.info.world}, penalty backend {self.backend!r}, step {self.step}/{cfg.steps}")
+        trained = summary["steps_this_run"] > 0
+        previous = os.path.join(self.dir, "summary.json")
+        if not trained and os.path.isfile(previous):  # a finished run resumed: keep the timing of its training
+            with contextlib.suppress(ValueError, OSError):
+                with open(previous, encoding="utf-8") as f:
+                    old = json.load(f)
+                summary.update({k: old[k] for k in ("steps_this_run", "seconds", "cpu_seconds", "device", "backend",
+                                                    "processes") if k in old})
+        self.files.write_json("summary.json", summary)
+        if trained:
+            rate = summary["steps_this_run"] / seconds if seconds > 0 else float("nan")
+            print(f"fastgp-train: {cfg.name}: {summary['steps_this_run']} steps in {seconds:.1f} s ({rate:.1f} "
+                  f"step/s) on {self.device} x{self.info.world}, penalty backend {self.backend!r}, "
+                  f"step {self.step}/{cfg.steps}")
+        else:
+            print(f"fastgp-train: {cfg.name}: nothing to train, the run is at step {self.step}/{cfg.steps} (raise "
+                  "--steps to continue it); pictures and metrics rewritten")
         if "modes" in summary:
             print(f"  {cfg.data}: {summary['modes']}/{summary['n_modes']} modes captured, "
                   f"{summary['hq_percent']:.1f}% high-quality samples "
                   f"(VEEGAN protocol: {cfg.eval_samples} samples, within 3 std of a mode)")
         elif cfg.data in TOY_DATA:
             print(f"  {cfg.data}: no mode metric for this dataset")
-        print(f"  run directory: {self.dir} (samples.png, losses.png, metrics.jsonl, config.json, "
-              "checkpoints/last.pt)")
+        print(f"  run directory: {self.dir}")
+        print(f"  files written: {self.files.listing()}")
         return summary
