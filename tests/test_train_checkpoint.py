@@ -21,7 +21,8 @@ def _last(summary):
 
 
 def _assert_same_state(a, b):
-    for key in ("generator", "critic"):
+    assert (a.get("generator_ema") is None) == (b.get("generator_ema") is None)
+    for key in ("generator", "critic") + (("generator_ema",) if a.get("generator_ema") else ()):
         assert a[key].keys() == b[key].keys()
         for name in a[key]:
             assert torch.equal(a[key][name], b[key][name]), (key, name)
@@ -35,7 +36,7 @@ def _assert_same_state(a, b):
 @pytest.mark.parametrize("extra", [
     {},
     {"loss": "ns-r1", "r1_every": 3, "l2_d": 1e-3, "l2_g": 1e-3},
-    {"data": "digits", "batch_size": 32, "z_dim": 8},  # BatchNorm buffers of the DCGAN generator
+    {"data": "digits", "batch_size": 32, "z_dim": 8},  # BatchNorm buffers of the DCGAN generator, and its EMA
 ])
 def test_resume_is_exact(tmp_path, extra):
     if extra.get("data") == "digits":
@@ -46,12 +47,13 @@ def test_resume_is_exact(tmp_path, extra):
     run(tiny(tmp_path, name="split", **dict(common, steps=3)))
     resumed = run(tiny(tmp_path, name="split", **dict(common, resume="last")))
     assert resumed["steps"] == 7 and resumed["steps_this_run"] == 4
+    assert (_last(straight)["generator_ema"] is not None) == (extra.get("data") == "digits")  # on for images
     _assert_same_state(_last(straight), _last(resumed))
 
 
 def test_resume_after_a_crash_is_exact(tmp_path, monkeypatch):
     """Killed mid-run (after the step-3 checkpoint), resumed with the same command: same result as straight."""
-    common = dict(steps=7, sample_every=0, ckpt_every=3, lr_decay="linear", l2_d=1e-3)
+    common = dict(steps=7, sample_every=0, ckpt_every=3, lr_decay="linear", l2_d=1e-3, g_ema=True)
     straight = run(tiny(tmp_path, name="straight", **common))
     original = Trainer.train_step
 

@@ -71,6 +71,13 @@ class TrainConfig:
                                  auto="batch for dcgan, none for mlp")
     d_norm: Optional[str] = _opt(None, "critic normalization; batch is refused with a gradient penalty", "model",
                                  ("layer", "none", "batch"), auto="layer for dcgan, none for mlp")
+    g_ema: Optional[bool] = _opt(None, "keep an exponential moving average (EMA) of the generator's weights, as "
+                                 "StyleGAN2-ADA does, and draw samples and evaluations from it", "model",
+                                 auto="on for image data, off for toy and csv data")
+    ema_kimg: Optional[float] = _opt(None, "EMA half-life in thousands of generated images", "model",
+                                     auto="batch_size * 10 / 32 (StyleGAN2-ADA's auto config)", above=0)
+    ema_rampup: float = _opt(0.05, "EMA ramp-up: the half-life is at most this times the images generated so far, "
+                             "so early weights are forgotten fast (0 = no ramp-up)", "model", at_least=0)
     # ---- objective
     loss: str = _opt("wgan-gp", "objective and gradient penalty: WGAN-GP (two-sided, center 1), one-sided, "
                      "zero-centered on interpolates, or non-saturating loss + lazy R1 on real samples", "loss", LOSSES)
@@ -313,6 +320,8 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
         beta1=_auto(cfg.beta1, 0.5 if toy else 0.0),
         lr_decay=_auto(cfg.lr_decay, "linear" if toy else "none"),
         threads=_auto(cfg.threads, 1 if model == "mlp" else 0),
+        g_ema=_auto(cfg.g_ema, image),
+        ema_kimg=_auto(cfg.ema_kimg, cfg.batch_size * 10 / 32),
         name=_auto(cfg.name, f"{cfg.data}-{cfg.loss}"))
     check_ranges(out)
     penalty = out.gp_weight if wgan else out.r1_gamma

@@ -25,9 +25,10 @@ import fastgp
 from . import checkpoint, distributed, regularizers
 from .config import TOY_DATA, ConfigError, TrainConfig, differences, from_dict, overlay, resolve, to_dict
 from .data import TableDataset, TensorDataset, ToyMixture, build_dataset, real_samples, shard
+from .ema import GeneratorEMA
 from .metrics import mode_metrics
-from .rundir import RunDir
 from .models import build_models
+from .rundir import RunDir
 from .seeding import ALPHA, FIXED, NOISE, global_rng_state, seed_everything, set_global_rng_state, stream
 
 N_IMAGES = 64  # fixed-noise images per picture
@@ -139,6 +140,7 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.g_net = DistributedDataParallel(self.G, device_ids=ids)
             self.d_net = DistributedDataParallel(self.D, device_ids=ids)
+        self.ema = GeneratorEMA(self.G, cfg.batch_size, cfg.ema_kimg, cfg.ema_rampup) if cfg.g_ema else None
         betas = (float(cfg.beta1), float(cfg.beta2))
         self.lr_d, betas_d = regularizers.lazy_adam(cfg.lr, betas, cfg.r1_every if self.lazy_r1 else 1)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=betas)
@@ -198,6 +200,7 @@ class Trainer:
         return {
             "format": checkpoint.FORMAT, "version": checkpoint.VERSION, "config": to_dict(self.cfg),
             "step": self.step, "generator": self.G.state_dict(), "critic": self.D.state_dict(),
+            "generator_ema": self.ema.module.state_dict() if self.ema else None,
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
             "scaler_g": self.scaler_g.state_dict() if self.scaler_g else None,
             "scaler_d": self.scaler_d.state_dict() if self.scaler_d else None,
@@ -226,6 +229,7 @@ class Trainer:
             self.D.load_state_dict(ckpt["critic"])
             self.opt_g.load_state_dict(ckpt["opt_g"])
             self.opt_d.load_state_dict(ckpt["opt_d"])
+            self._load_ema(ckpt.get("generator_ema"), path)
             for scaler, key in ((self.scaler_g, "scaler_g"), (self.scaler_d, "scaler_d")):
                 if scaler is not None and ckpt.get(key):
                     scaler.load_state_dict(ckpt[key])
@@ -247,6 +251,18 @@ class Trainer:
                 self.records = self.files.read_records(metrics, self.step)
             self.files.write_records(self.records)
             print(f"fastgp-train: resumed from {path} at step {self.step}")
+
+    def _load_ema(self, state: Optional[Dict[str, torch.Tensor]], path: Optional[str]) -> None:
+        if self.ema is None:
+            if state and self.info.main:
+                print(f"fastgp-train: --no-g-ema: the EMA generator in {path} is not used", file=sys.stderr)
+        elif state:
+            self.ema.module.load_state_dict(state)
+        else:  # an older checkpoint, or a run that had --no-g-ema: the average starts at the current weights
+            self.ema.reset(self.G)
+            if self.info.main:
+                print(f"fastgp-train: {path} holds no EMA generator; the EMA starts from its generator's weights",
+                      file=sys.stderr)
 
     # ------------------------------------------------------------ batches
     def _shard(self, x: torch.Tensor) -> torch.Tensor:
@@ -380,6 +396,8 @@ class Trainer:
                 seen.setdefault(key, []).append(value)
         stats = {key: sum(values) / len(values) for key, values in seen.items()}
         stats.update(self.generator_step(step))
+        if self.ema is not None:
+            self.ema.update(self.G, step * self.cfg.batch_size)  # images generated before this step's update
         return stats
 
     # ------------------------------------------------ monitoring, checks
@@ -423,14 +441,20 @@ class Trainer:
         return record
 
     # ------------------------------------------------------ evaluation
+    def sampling_generator(self) -> torch.nn.Module:
+        """The generator that samples and evaluations use: the EMA generator when --g-ema is on."""
+        return self.ema.module if self.ema is not None else self.G
+
     @torch.no_grad()
     def generate(self, z: torch.Tensor) -> torch.Tensor:
-        was = self.G.training
-        self.G.eval()
+        """Samples of the sampling generator (in eval mode) for noise z, on the CPU."""
+        net = self.sampling_generator()
+        was = net.training
+        net.eval()
         try:
-            out = torch.cat([self.G(c.to(self.device)).float() for c in z.split(4096)])
+            out = torch.cat([net(c.to(self.device)).float() for c in z.split(4096)])
         finally:
-            self.G.train(was)
+            net.train(was)
         return out.cpu()
 
     def evaluate(self) -> Dict[str, Any]:
