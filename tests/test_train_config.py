@@ -152,3 +152,13 @@ def test_zero_is_a_value_not_auto():
             assert repr(name) in str(e)
         else:
             assert getattr(cfg, name) == value, name
+
+
+def test_auto_values_of_the_losses():
+    toy = {loss: resolve(dataclasses.replace(TrainConfig(), loss=loss)) for loss in ("ns-r1", "rpgan-r1r2", "dragan")}
+    assert [toy[k].n_critic for k in toy] == [1, 1, 1]
+    assert (toy["ns-r1"].r1_every, toy["rpgan-r1r2"].r1_every) == (16, 1)  # StyleGAN2 lazy R1; R3GAN every step
+    assert toy["dragan"].gp_weight == 1.0
+    digits = resolve(dataclasses.replace(TrainConfig(), data="digits", loss="dragan"))
+    assert digits.gp_weight == 10.0  # the DRAGAN paper's lambda
+    assert resolve(TrainConfig()).gp_batch_fraction == 1.0

@@ -42,7 +42,7 @@ def _first_gradients(trainer, lazy_r1: bool):
     kinds = [("critic", trainer.D, lambda: trainer.critic_loss(0, 0)[0]),
              ("generator", trainer.G, lambda: trainer.generator_loss(0)[0])]
     if lazy_r1:
-        kinds.append(("r1", trainer.D, lambda: trainer.r1_loss(0, 0)[0]))
+        kinds.append(("r1", trainer.D, lambda: trainer.lazy_loss(0, 0)[0]))
     for name, net, loss in kinds:
         for p in list(trainer.G.parameters()) + list(trainer.D.parameters()):
             p.grad = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import pytest
@@ -180,3 +181,101 @@ def test_unavailable_backend_and_device_are_config_errors(tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="device='cuda' but torch sees no CUDA device"):
             run(tiny(tmp_path, device="cuda"))
+
+
+def _median_distance_to_the_data(trainer):
+    """Median distance of the generated ring samples to their nearest mode, in the ring's units (radius 1)."""
+    x = trainer.data.to_native(trainer.generate(trainer.fixed_noise)).double()
+    return float(torch.cdist(x, trainer.data.centers).min(dim=1).values.median())
+
+
+@pytest.mark.parametrize("loss", ["rpgan-r1r2", "dragan"])
+def test_new_losses_train_on_the_ring(tmp_path, loss):
+    """A short toy run trains: the generator's samples, born near the origin (about 1 from every mode of the
+    unit ring), move toward the modes, and every penalty on the way is finite and positive."""
+    cfg, _, _ = prepare(tiny(tmp_path, loss=loss, steps=300, sample_every=0, ckpt_every=0))
+    trainer = Trainer(cfg)
+    before = _median_distance_to_the_data(trainer)
+    penalties = []
+    for step in range(cfg.steps):
+        penalties.append(float(trainer.train_step(step)["penalty"]))
+    after = _median_distance_to_the_data(trainer)
+    assert before > 0.7 and after < 0.7 * before, (before, after)
+    assert all(math.isfinite(p) and p > 0 for p in penalties)
+
+
+def test_rpgan_r1r2_pairs_the_samples_and_regularizes_both_sides(tmp_path):
+    cfg, _, _ = prepare(tiny(tmp_path, loss="rpgan-r1r2", r1_gamma=2.0))
+    assert (cfg.n_critic, cfg.r1_every) == (1, 1)  # R3GAN: one critic step, R1 and R2 at every step
+    trainer = Trainer(cfg)
+    batch = trainer.batch(0, 0)
+    total, stats = trainer.critic_loss(0, 0, batch)
+    with torch.no_grad():
+        fake = trainer.G(batch.z)
+    d_real, d_fake = trainer.D(batch.real), trainer.D(fake)
+    r1 = fastgp.r1_penalty(trainer.D, batch.real, gamma=2.0, backend="torch")
+    r2 = fastgp.r2_penalty(trainer.D, fake, gamma=2.0, backend="torch")
+    expected = torch.nn.functional.softplus(d_fake - d_real).mean() + r1 + r2  # pairs (real_i, fake_i)
+    torch.testing.assert_close(total, expected)
+    torch.testing.assert_close(stats["r1"] + stats["r2"], stats["penalty"])
+    g_batch = trainer.batch(0, cfg.n_critic)  # the generator pairs its samples with the same real ones
+    assert torch.equal(g_batch.real, batch.real)
+    loss_g, _ = trainer.generator_loss(0, g_batch)
+    d_fake_g = trainer.D(trainer.G(g_batch.z))
+    torch.testing.assert_close(loss_g, torch.nn.functional.softplus(d_real - d_fake_g).mean())
+
+
+@pytest.mark.parametrize("loss", ["wgan-gp", "rpgan-r1r2"])
+def test_gp_batch_fraction_regularizes_the_first_samples(tmp_path, loss):
+    cfg, _, _ = prepare(tiny(tmp_path, loss=loss, gp_batch_fraction=0.25))
+    trainer = Trainer(cfg)
+    batch = trainer.batch(0, 0)
+    _, stats = trainer.critic_loss(0, 0, batch)
+    m = 16  # ceil(0.25 * 64)
+    head = batch.rows(0, m)
+    with torch.no_grad():
+        fake = trainer.G(head.z)
+    if loss == "wgan-gp":
+        expected = fastgp.gradient_penalty(trainer.D, head.real, fake, weight=cfg.gp_weight, alpha=head.alpha,
+                                           backend="torch")
+    else:
+        expected = fastgp.r1_penalty(trainer.D, head.real, gamma=cfg.r1_gamma, backend="torch") + \
+            fastgp.r2_penalty(trainer.D, fake, gamma=cfg.r1_gamma, backend="torch")
+    torch.testing.assert_close(stats["penalty"], expected.detach())
+
+
+def test_spectral_norm_critic_with_the_penalty(tmp_path):
+    """--d-sn wraps every critic layer; the penalty's double backward runs through the parametrization and
+    gives the parameter gradient of an independent autograd formula."""
+    cfg, _, _ = prepare(tiny(tmp_path, d_sn=True, gp_weight=1.0))
+    trainer = Trainer(cfg)
+    layers = [m for m in trainer.D.modules() if isinstance(m, torch.nn.Linear)]
+    assert layers and all(torch.nn.utils.parametrize.is_parametrized(m, "weight") for m in layers)
+    with torch.no_grad():
+        for m in layers:  # raw weights far from norm 1, so that norm 1 below is the normalization's doing
+            m.parametrizations.weight.original.mul_(10)
+    for _ in range(100):  # power iterations (one per forward in training mode)
+        trainer.D(torch.randn(8, 2))
+    trainer.D.eval()  # u, v frozen: both computations below see the same normalized weights
+    with torch.no_grad():
+        for m in layers:
+            assert float(torch.linalg.matrix_norm(m.parametrizations.weight.original, ord=2)) > 3
+            assert float(torch.linalg.matrix_norm(m.weight, ord=2)) == pytest.approx(1.0, rel=0.05)
+    real, fake, alpha = torch.randn(32, 2), torch.randn(32, 2), torch.rand(32)
+    params = list(trainer.D.parameters())
+    penalty = fastgp.gradient_penalty(trainer.D, real, fake, alpha=alpha, weight=1.0)
+    x = (alpha[:, None] * real + (1 - alpha[:, None]) * fake).requires_grad_(True)
+    (g,) = torch.autograd.grad(trainer.D(x).sum(), x, create_graph=True)
+    expected = ((g.norm(dim=1) - 1) ** 2).mean()
+    torch.testing.assert_close(penalty, expected)
+    got = torch.autograd.grad(penalty, params, allow_unused=True)
+    want = torch.autograd.grad(expected, params, allow_unused=True)
+    assert any(g is not None for g in got)
+    for a, b in zip(got, want):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b)
+    trainer.D.train()
+    for step in range(3):  # and it trains
+        stats = trainer.train_step(step)
+        assert math.isfinite(float(stats["penalty"]))

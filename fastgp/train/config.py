@@ -22,7 +22,8 @@ from typing import Any, Dict, Optional, Sequence
 TOY_DATA = ("ring", "grid", "swissroll")
 IMAGE_DATA = ("images", "digits")
 DATA_KINDS = TOY_DATA + ("csv",) + IMAGE_DATA
-LOSSES = ("wgan-gp", "wgan-gp-one-sided", "wgan-gp-zero", "ns-r1")
+LOSSES = ("wgan-gp", "wgan-gp-one-sided", "wgan-gp-zero", "ns-r1", "rpgan-r1r2", "dragan")
+ZERO_CENTERED = ("ns-r1", "rpgan-r1r2")  # losses regularized by R1 (and R2), with gamma and the lazy schedule
 
 
 class ConfigError(ValueError):
@@ -71,6 +72,8 @@ class TrainConfig:
                                  auto="batch for dcgan, none for mlp")
     d_norm: Optional[str] = _opt(None, "critic normalization; batch is refused with a gradient penalty", "model",
                                  ("layer", "none", "batch"), auto="layer for dcgan, none for mlp")
+    d_sn: bool = _opt(False, "spectral normalization of every critic layer (Miyato et al. 2018), with the penalty or "
+                      "instead of it (--gp-weight 0 / --r1-gamma 0)", "model")
     g_ema: Optional[bool] = _opt(None, "keep an exponential moving average (EMA) of the generator's weights, as "
                                  "StyleGAN2-ADA does, and draw samples and evaluations from it", "model",
                                  auto="on for image data, off for toy and csv data")
@@ -80,13 +83,21 @@ class TrainConfig:
                              "so early weights are forgotten fast (0 = no ramp-up)", "model", at_least=0)
     # ---- objective
     loss: str = _opt("wgan-gp", "objective and gradient penalty: WGAN-GP (two-sided, center 1), one-sided, "
-                     "zero-centered on interpolates, or non-saturating loss + lazy R1 on real samples", "loss", LOSSES)
-    gp_weight: Optional[float] = _opt(None, "lambda of the WGAN-GP penalties", "loss",
-                                      auto="10 (WGAN-GP paper), 0.1 for toy data (the paper's toy code)", at_least=0)
-    r1_gamma: float = _opt(1.0, "gamma of R1 (the penalty is gamma/2 * E||grad D(x)||^2)", "loss", at_least=0)
-    r1_every: int = _opt(16, "lazy R1: regularize once every k critic steps with gain k (1 = every step)", "loss",
-                         at_least=1)
-    n_critic: Optional[int] = _opt(None, "critic steps per generator step", "loss", auto="5 for wgan-*, 1 for ns-r1",
+                     "zero-centered on interpolates; non-saturating loss + lazy R1 on real samples; the relativistic "
+                     "pairing loss + R1 and R2 (R3GAN); non-saturating loss + DRAGAN", "loss", LOSSES)
+    gp_weight: Optional[float] = _opt(None, "lambda of the WGAN-GP and DRAGAN penalties", "loss",
+                                      auto="10 (WGAN-GP and DRAGAN papers); for toy data 0.1 with wgan-* (the WGAN-GP "
+                                      "toy code) and 1 with dragan (10 lost 7 of the ring's 8 modes in the default "
+                                      "demo)", at_least=0)
+    r1_gamma: float = _opt(1.0, "gamma of R1, and of R2 with rpgan-r1r2 (each is gamma/2 * E||grad D(x)||^2)",
+                           "loss", at_least=0)
+    r1_every: Optional[int] = _opt(None, "lazy R1 (and R2): regularize once every k critic steps with gain k "
+                                   "(1 = every step)", "loss", auto="16 for ns-r1 (StyleGAN2), 1 for rpgan-r1r2 "
+                                   "(R3GAN regularizes every step)", at_least=1)
+    gp_batch_fraction: Optional[float] = _opt(None, "regularize only the first ceil(F * batch) samples of each batch "
+                                              "(the penalty API's batch_fraction): less time and memory per penalty",
+                                              "loss", auto="1, the whole batch", above=0, at_most=1)
+    n_critic: Optional[int] = _opt(None, "critic steps per generator step", "loss", auto="5 for wgan-*, 1 otherwise",
                                    at_least=1)
     l2_d: float = _opt(0.0, "L2 weight regularization of the critic: adds l2_d * sum ||W||^2", "loss", at_least=0)
     l2_g: float = _opt(0.0, "L2 weight regularization of the generator: adds l2_g * sum ||W||^2", "loss",
@@ -126,7 +137,7 @@ class TrainConfig:
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 # Fields that fix the shapes of the saved tensors: a checkpoint is only compatible if they agree.
 STRUCTURAL = ("data", "image_size", "channels", "model", "z_dim", "hidden", "depth", "width", "g_norm", "d_norm",
-              "loss", "amp")
+              "d_sn", "loss", "amp")
 _CONVERTERS = {int: int, float: float, str: str}
 
 
@@ -256,6 +267,11 @@ def from_args(argv: Optional[Sequence[str]] = None):
 
 
 # ---------------------------------------------------------------- resolve
+def penalty_weight(cfg: TrainConfig) -> float:
+    """The weight of the loss's gradient penalty (0: none)."""
+    return cfg.r1_gamma if cfg.loss in ZERO_CENTERED else cfg.gp_weight
+
+
 def _auto(value, default):
     """The option's value, or its auto default when it is None: 0, '' and False are values, never 'auto'."""
     return default if value is None else value
@@ -315,7 +331,9 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
         g_norm=_auto(cfg.g_norm, "batch" if model == "dcgan" else "none"),
         d_norm=_auto(cfg.d_norm, "layer" if model == "dcgan" else "none"),
         n_critic=_auto(cfg.n_critic, 5 if wgan else 1),
-        gp_weight=_auto(cfg.gp_weight, 0.1 if toy else 10.0),
+        gp_weight=_auto(cfg.gp_weight, (0.1 if wgan else 1.0) if toy else 10.0),
+        r1_every=_auto(cfg.r1_every, 16 if cfg.loss == "ns-r1" else 1),
+        gp_batch_fraction=_auto(cfg.gp_batch_fraction, 1.0),
         lr=_auto(cfg.lr, 1e-3 if toy else 1e-4),
         beta1=_auto(cfg.beta1, 0.5 if toy else 0.0),
         lr_decay=_auto(cfg.lr_decay, "linear" if toy else "none"),
@@ -324,8 +342,7 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
         ema_kimg=_auto(cfg.ema_kimg, cfg.batch_size * 10 / 32),
         name=_auto(cfg.name, f"{cfg.data}-{cfg.loss}"))
     check_ranges(out)
-    penalty = out.gp_weight if wgan else out.r1_gamma
-    if out.d_norm == "batch" and penalty > 0:
+    if out.d_norm == "batch" and penalty_weight(out) > 0:
         raise ConfigError(
             "d_norm='batch' is refused with a gradient penalty: BatchNorm makes each critic score depend on the "
             "whole batch, so grad_x D(x_i) is no longer a per-sample gradient and the penalty constrains the wrong "

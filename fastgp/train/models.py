@@ -12,8 +12,9 @@ import math
 from typing import Tuple
 
 from torch import nn
+from torch.nn.utils import parametrizations
 
-from .config import ConfigError, TrainConfig
+from .config import ConfigError, TrainConfig, penalty_weight
 
 
 def _norm1d(kind: str, n: int) -> nn.Module:
@@ -84,12 +85,25 @@ class DCGANCritic(nn.Module):
 
 def build_models(cfg: TrainConfig, sample_shape: Tuple[int, ...]) -> Tuple[nn.Module, nn.Module]:
     """(generator, critic) for a resolved config and the shape of one data sample."""
-    if cfg.d_norm == "batch" and (cfg.gp_weight if cfg.loss.startswith("wgan") else cfg.r1_gamma) > 0:
+    if cfg.d_norm == "batch" and penalty_weight(cfg) > 0:
         raise ConfigError("a BatchNorm critic is refused with a gradient penalty (see --d-norm)")
     if cfg.model == "mlp":
         dim = sample_shape[0]
-        return (MLP(cfg.z_dim, dim, cfg.hidden, cfg.depth, cfg.g_norm, "relu"),
+        g, d = (MLP(cfg.z_dim, dim, cfg.hidden, cfg.depth, cfg.g_norm, "relu"),
                 MLPCritic(dim, 1, cfg.hidden, cfg.depth, cfg.d_norm, "relu"))
-    channels, size = sample_shape[0], sample_shape[-1]
-    return (DCGANGenerator(cfg.z_dim, size, channels, cfg.width, cfg.g_norm),
-            DCGANCritic(size, channels, cfg.width, cfg.d_norm))
+    else:
+        channels, size = sample_shape[0], sample_shape[-1]
+        g, d = (DCGANGenerator(cfg.z_dim, size, channels, cfg.width, cfg.g_norm),
+                DCGANCritic(size, channels, cfg.width, cfg.d_norm))
+    if cfg.d_sn:
+        spectral_norm(d)
+    return g, d
+
+
+def spectral_norm(critic: nn.Module) -> None:
+    """Spectral normalization of every linear and convolutional layer, in place (torch's parametrization: one
+    power iteration per forward in training mode; u and v are buffers, so checkpoints and resume carry them).
+    Its sigma is computed from clones of u and v, so the penalty's double backward sees no in-place change."""
+    for module in list(critic.modules()):
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            parametrizations.spectral_norm(module)

@@ -23,13 +23,14 @@ from torch.nn.parallel import DistributedDataParallel
 import fastgp
 
 from . import checkpoint, distributed, regularizers
-from .config import TOY_DATA, ConfigError, TrainConfig, differences, from_dict, overlay, resolve, to_dict
+from .config import TOY_DATA, ZERO_CENTERED, ConfigError, TrainConfig, differences, from_dict, overlay, resolve, to_dict
 from .data import TableDataset, TensorDataset, ToyMixture, build_dataset, real_samples, shard
 from .ema import GeneratorEMA
 from .metrics import mode_metrics
 from .models import build_models
 from .rundir import RunDir
-from .seeding import ALPHA, FIXED, NOISE, global_rng_state, seed_everything, set_global_rng_state, stream
+from .seeding import (ALPHA, FIXED, NOISE, PERTURB, device_stream, global_rng_state, seed_everything,
+                      set_global_rng_state, stream)
 
 N_IMAGES = 64  # fixed-noise images per picture
 
@@ -99,6 +100,17 @@ def run(overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         distributed.shutdown()
 
 
+@contextlib.contextmanager
+def eval_mode(module: torch.nn.Module):
+    """The module in eval mode inside the block (BatchNorm statistics, spectral norm's stored u and v)."""
+    was = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was)
+
+
 def _device(cfg: TrainConfig, info: distributed.Dist) -> torch.device:
     if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
@@ -127,7 +139,8 @@ class Trainer:
             raise ConfigError(f"--backend {cfg.backend}: {e}") from None
         distributed.init(self.info, self.device)
         self.wgan = cfg.loss.startswith("wgan")
-        self.lazy_r1 = not self.wgan and cfg.r1_gamma > 0 and cfg.r1_every > 1
+        self.lazy = cfg.loss in ZERO_CENTERED and cfg.r1_gamma > 0 and cfg.r1_every > 1
+        self.gp_fraction = None if cfg.gp_batch_fraction == 1 else cfg.gp_batch_fraction
 
         seed_everything(cfg.seed)
         self.data = build_dataset(cfg)
@@ -142,7 +155,7 @@ class Trainer:
             self.d_net = DistributedDataParallel(self.D, device_ids=ids)
         self.ema = GeneratorEMA(self.G, cfg.batch_size, cfg.ema_kimg, cfg.ema_rampup) if cfg.g_ema else None
         betas = (float(cfg.beta1), float(cfg.beta2))
-        self.lr_d, betas_d = regularizers.lazy_adam(cfg.lr, betas, cfg.r1_every if self.lazy_r1 else 1)
+        self.lr_d, betas_d = regularizers.lazy_adam(cfg.lr, betas, cfg.r1_every if self.lazy else 1)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=betas)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=self.lr_d, betas=betas_d)
         fp16 = cfg.amp == "fp16"
@@ -280,9 +293,10 @@ class Trainer:
         return self._shard(torch.rand(self.cfg.batch_size, generator=stream(self.cfg.seed, ALPHA, step, k)))
 
     def batch(self, step: int, k: int) -> Batch:
-        """This process's inputs of critic update k of step `step` (k = n_critic: the generator update's noise)."""
+        """This process's inputs of critic update k of step `step`; k = n_critic is the generator update, with its
+        own noise and the real samples of the step's last critic update (rpgan-r1r2 pairs them)."""
         if k == self.cfg.n_critic:
-            return Batch(real=None, z=self.noise(step, k), alpha=None)
+            return Batch(real=self.real_batch(step, k - 1), z=self.noise(step, k), alpha=None)
         return Batch(real=self.real_batch(step, k), z=self.noise(step, k), alpha=self.alpha(step, k))
 
     def _autocast(self):
@@ -302,73 +316,112 @@ class Trainer:
             scaler.update()
 
     # -------------------------------------------------------------- steps
+    def critic_adversarial(self, d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
+        """The critic's side of the objective from its scores of a real and a generated batch."""
+        if self.wgan:
+            return d_fake.mean() - d_real.mean()
+        if self.cfg.loss == "rpgan-r1r2":  # relativistic pairing: sample i of each batch forms a pair
+            return F.softplus(d_fake - d_real).mean()
+        return F.softplus(d_fake).mean() + F.softplus(-d_real).mean()
+
+    def generator_adversarial(self, d_fake: torch.Tensor, d_real: Optional[torch.Tensor]) -> torch.Tensor:
+        if self.wgan:
+            return -d_fake.mean()
+        if self.cfg.loss == "rpgan-r1r2":
+            return F.softplus(d_real - d_fake).mean()
+        return F.softplus(-d_fake).mean()
+
+    def zero_centered(self, real: torch.Tensor, fake: Optional[torch.Tensor], gain: float):
+        """(gain * (R1 + R2 for rpgan-r1r2), stats): the zero-centered penalties of ns-r1 and rpgan-r1r2."""
+        cfg, common = self.cfg, dict(gain=gain, scaler=self.scaler_d, backend=self.backend,
+                                     batch_fraction=self.gp_fraction)
+        with self._autocast():
+            penalty, norms = regularizers.r1(self.d_net, real, cfg.r1_gamma, **common)
+            stats = {"penalty": penalty.detach() / gain, "grad_norm": norms.mean()}
+            if cfg.loss == "rpgan-r1r2":
+                r2, norms2 = regularizers.r2(self.d_net, fake, cfg.r1_gamma, **common)
+                stats.update(r1=stats["penalty"], r2=r2.detach() / gain, grad_norm_fake=norms2.mean())
+                stats["penalty"] = stats["penalty"] + stats["r2"]
+                penalty = penalty + r2
+        return penalty, stats
+
+    def critic_penalty(self, step: int, k: int, batch: Batch, fake: torch.Tensor):
+        """(penalty or None, stats) added to critic update k: the loss's penalty unless it is lazy or off."""
+        cfg = self.cfg
+        if cfg.loss in ZERO_CENTERED:
+            if cfg.r1_gamma == 0 or self.lazy:
+                return None, {}
+            return self.zero_centered(batch.real, fake, 1.0)
+        if cfg.gp_weight == 0:
+            return None, {}
+        with self._autocast():
+            if self.wgan:
+                penalty, norms = fastgp.gradient_penalty(
+                    self.d_net, batch.real, fake, weight=cfg.gp_weight, alpha=batch.alpha,
+                    center=0.0 if cfg.loss == "wgan-gp-zero" else 1.0, one_sided=cfg.loss == "wgan-gp-one-sided",
+                    scaler=self.scaler_d, return_norms=True, backend=self.backend, batch_fraction=self.gp_fraction)
+            else:  # DRAGAN: each process perturbs its own slice (std over that slice) with its own noise
+                noise = device_stream(self.device, cfg.seed, PERTURB, step, k, self.info.rank)
+                penalty, norms = fastgp.dragan_penalty(
+                    self.d_net, batch.real, weight=cfg.gp_weight, alpha=batch.alpha, generator=noise,
+                    scaler=self.scaler_d, return_norms=True, backend=self.backend, batch_fraction=self.gp_fraction)
+        return penalty, {"penalty": penalty.detach(), "grad_norm": norms.mean()}
+
     def critic_loss(self, step: int, k: int, batch: Optional[Batch] = None):
         """(total loss, stats) of critic update k of step `step` (on `batch` instead of its own when given)."""
         cfg = self.cfg
         batch = batch or self.batch(step, k)
-        real, z = batch.real, batch.z
+        real = batch.real
         with torch.no_grad(), self._autocast():
-            fake = self.G(z).float()
+            fake = self.G(batch.z).float()
         with self._autocast():
             out = self.d_net(torch.cat([real, fake])).float()
         d_real, d_fake = out[:real.shape[0]], out[real.shape[0]:]
-        if self.wgan:
-            adv = d_fake.mean() - d_real.mean()
-        else:
-            adv = F.softplus(d_fake).mean() + F.softplus(-d_real).mean()
-        penalty, norms = None, None
-        if self.wgan and cfg.gp_weight > 0:
-            with self._autocast():
-                penalty, norms = fastgp.gradient_penalty(
-                    self.d_net, real, fake, weight=cfg.gp_weight, center=0.0 if cfg.loss == "wgan-gp-zero" else 1.0,
-                    one_sided=cfg.loss == "wgan-gp-one-sided", alpha=batch.alpha, scaler=self.scaler_d,
-                    return_norms=True, backend=self.backend)
-        elif not self.wgan and cfg.r1_gamma > 0 and not self.lazy_r1:
-            with self._autocast():
-                penalty, norms = regularizers.r1(self.d_net, real, cfg.r1_gamma, scaler=self.scaler_d,
-                                                 backend=self.backend)
-        total = adv
-        if penalty is not None:
-            total = total + penalty
+        adv = self.critic_adversarial(d_real, d_fake)
+        penalty, penalty_stats = self.critic_penalty(step, k, batch, fake)
+        total = adv if penalty is None else adv + penalty
         l2 = regularizers.l2_weights(self.D.parameters(), cfg.l2_d)
         if l2 is not None:
             total = total + l2
         # E D(real) - E D(fake): the Wasserstein estimate of a WGAN critic
         gap = (d_real.mean() - d_fake.mean()).detach()
-        stats = {"loss_d": adv.detach(), "wdist" if self.wgan else "score_gap": gap}
-        if penalty is not None:
-            stats["penalty"] = penalty.detach()
-            stats["grad_norm"] = norms.mean()
-        return total, stats
+        return total, {"loss_d": adv.detach(), "wdist" if self.wgan else "score_gap": gap, **penalty_stats}
 
     def critic_step(self, step: int, k: int) -> Dict[str, torch.Tensor]:
         total, stats = self.critic_loss(step, k)
         self._update(total, self.opt_d, self.scaler_d)
-        if self.lazy_r1 and (step * self.cfg.n_critic + k) % self.cfg.r1_every == 0:
-            stats.update(self.r1_step(step, k))
+        if self.lazy and (step * self.cfg.n_critic + k) % self.cfg.r1_every == 0:
+            stats.update(self.lazy_step(step, k))
         return stats
 
-    def r1_loss(self, step: int, k: int, batch: Optional[Batch] = None):
-        """(loss, stats) of the lazy R1 update after critic update k: gain r1_every times R1."""
-        real = (batch or self.batch(step, k)).real
+    def lazy_loss(self, step: int, k: int, batch: Optional[Batch] = None):
+        """(loss, stats) of the lazy regularization after critic update k: gain r1_every times R1 (+ R2)."""
+        batch = batch or self.batch(step, k)
+        fake = None
+        if self.cfg.loss == "rpgan-r1r2":
+            with torch.no_grad(), self._autocast():
+                fake = self.G(batch.z).float()
+        penalty, stats = self.zero_centered(batch.real, fake, self.cfg.r1_every)
         with self._autocast():
-            penalty, norms = regularizers.r1(self.d_net, real, self.cfg.r1_gamma, gain=self.cfg.r1_every,
-                                             scaler=self.scaler_d, backend=self.backend)
             # R1 does not reach the last bias: 0 * D(x) lets every DDP hook fire.
-            touch = self.d_net(real[:1]).float().sum() * 0
-        return penalty + touch, {"penalty": penalty.detach() / self.cfg.r1_every, "grad_norm": norms.mean()}
+            touch = self.d_net(batch.real[:1]).float().sum() * 0
+        return penalty + touch, stats
 
-    def r1_step(self, step: int, k: int) -> Dict[str, torch.Tensor]:
-        """Lazy R1 (StyleGAN2): its own optimizer step every r1_every critic steps, with gain r1_every."""
-        loss, stats = self.r1_loss(step, k)
+    def lazy_step(self, step: int, k: int) -> Dict[str, torch.Tensor]:
+        """Lazy regularization (StyleGAN2): its own optimizer step every r1_every critic steps, with gain r1_every."""
+        loss, stats = self.lazy_loss(step, k)
         self._update(loss, self.opt_d, self.scaler_d)
         return stats
 
     def generator_loss(self, step: int, batch: Optional[Batch] = None):
-        z = (batch or self.batch(step, self.cfg.n_critic)).z
+        batch = batch or self.batch(step, self.cfg.n_critic)
         with self._autocast():
-            out = self.D(self.g_net(z).float()).float()  # the unwrapped critic: no DDP hooks in a G step
-        adv = -out.mean() if self.wgan else F.softplus(-out).mean()
+            d_fake = self.D(self.g_net(batch.z).float()).float()  # the unwrapped critic: no DDP hooks in a G step
+            d_real = None
+            if self.cfg.loss == "rpgan-r1r2":  # the pairs of the step's last critic update
+                with torch.no_grad():
+                    d_real = self.D(batch.real).float()
+        adv = self.generator_adversarial(d_fake, d_real)
         l2 = regularizers.l2_weights(self.G.parameters(), self.cfg.l2_g)
         return (adv if l2 is None else adv + l2), {"loss_g": adv.detach()}
 
@@ -449,13 +502,8 @@ class Trainer:
     def generate(self, z: torch.Tensor) -> torch.Tensor:
         """Samples of the sampling generator (in eval mode) for noise z, on the CPU."""
         net = self.sampling_generator()
-        was = net.training
-        net.eval()
-        try:
-            out = torch.cat([net(c.to(self.device)).float() for c in z.split(4096)])
-        finally:
-            net.train(was)
-        return out.cpu()
+        with eval_mode(net):
+            return torch.cat([net(c.to(self.device)).float() for c in z.split(4096)]).cpu()
 
     def evaluate(self) -> Dict[str, Any]:
         """Toy mode metrics on the fixed noise (eval_samples points), in the mixture's native units."""
@@ -480,9 +528,10 @@ class Trainer:
             if final:
                 plots.image_picture(finals[1], self.real_ref[:N_IMAGES], fake[:N_IMAGES])
         elif self.data.shape[0] == 2:
-            def critic(points):
+            def critic(points):  # in eval mode: a picture must not run spectral norm's power iteration
                 x = self.data.from_native(points.float()).to(self.device)
-                return torch.cat([self.D(c).float() for c in x.split(8192)]).cpu()
+                with eval_mode(self.D):
+                    return torch.cat([self.D(c).float() for c in x.split(8192)]).cpu()
 
             real, gen = self.data.to_native(self.real_ref), self.data.to_native(fake)
             columns = getattr(self.data, "columns", ("x", "y"))
