@@ -39,6 +39,7 @@ def _assert_same_state(a, b):
     {"data": "digits", "batch_size": 32, "z_dim": 8},  # BatchNorm buffers of the DCGAN generator, and its EMA
     {"loss": "rpgan-r1r2", "r1_every": 2, "gp_batch_fraction": 0.5},  # lazy R1 + R2 on half the batch
     {"loss": "dragan", "d_sn": True},  # DRAGAN's perturbation noise, spectral norm's u and v buffers
+    {"data": "digits", "conditional": True, "batch_size": 32, "z_dim": 8, "loss": "rpgan-r1r2"},  # labels
 ])
 def test_resume_is_exact(tmp_path, extra):
     if extra.get("data") == "digits":

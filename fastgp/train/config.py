@@ -17,7 +17,7 @@ import math
 import os
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 TOY_DATA = ("ring", "grid", "swissroll")
 IMAGE_DATA = ("images", "digits")
@@ -58,6 +58,13 @@ class TrainConfig:
     channels: Optional[int] = _opt(None, "image channels: 1 (grayscale) or 3 (RGB)", "data",
                                    auto="3 for images, 1 for digits")
     batch_size: int = _opt(256, "global batch size (split across processes under torchrun)", "data", at_least=1)
+    conditional: bool = _opt(False, "class-conditional GAN: a generator with a label embedding and a projection critic "
+                             "(Miyato & Koyama 2018); labels from digits, from the sub-folder names of an image "
+                             "folder, or from a CSV column (--label-column)", "data")
+    label_column: Optional[str] = _opt(None, "data=csv with --conditional: the column holding each row's class", "data")
+    classes: Optional[List[str]] = _opt(None, "class names in label order (comma-separated on the command line); "
+                                        "filled in from the data and written to config.json; given, the data must "
+                                        "have exactly these classes", "data", auto="the data's classes")
     # ---- models
     model: Optional[str] = _opt(None, "architecture of generator and critic", "model", ("mlp", "dcgan"),
                                 auto="mlp for toy and csv data, dcgan for images")
@@ -136,15 +143,20 @@ class TrainConfig:
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 # Fields that fix the shapes of the saved tensors: a checkpoint is only compatible if they agree.
-STRUCTURAL = ("data", "image_size", "channels", "model", "z_dim", "hidden", "depth", "width", "g_norm", "d_norm",
-              "d_sn", "loss", "amp")
-_CONVERTERS = {int: int, float: float, str: str}
+STRUCTURAL = ("data", "conditional", "image_size", "channels", "model", "z_dim", "hidden", "depth", "width", "g_norm",
+              "d_norm", "d_sn", "loss", "amp")
+# Why a structural option cannot change on resume, where there is more to say than "it fixes tensor shapes".
+STRUCTURAL_REASONS = {
+    "conditional": "a conditional run's generator and critic take class labels (a label embedding and a projection), "
+                   "an unconditional run's do not"}
+_CONVERTERS = {int: int, float: float, str: str, list: str}
 
 
 def _base_type(name: str):
     hint = typing.get_type_hints(TrainConfig)[name]
     args = [a for a in typing.get_args(hint) if a is not type(None)]
-    return (args[0] if args else hint), type(None) in typing.get_args(hint)
+    typ = args[0] if args else hint
+    return (list if typing.get_origin(typ) is list else typ), type(None) in typing.get_args(hint)
 
 
 def _close(name: str) -> str:
@@ -183,6 +195,13 @@ def coerce(name: str, value: Any) -> Any:
             raise ConfigError(f"option {name!r} must be an integer, got {value!r}")
     elif typ is str and not isinstance(value, str):
         raise ConfigError(f"option {name!r} must be a string, got {value!r}")
+    elif typ is list:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",")]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"option {name!r} must be a list of strings (comma-separated on the command line), "
+                              f"got {value!r}")
+        value = list(value)
     choices = FIELDS[name].metadata.get("choices")
     if choices and value not in choices:
         raise ConfigError(f"option {name!r} must be one of {', '.join(choices)}, got {value!r}")
@@ -253,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
             def conv(s, _t=_CONVERTERS[typ]):
                 return s if s == "auto" else _t(s)
         group.add_argument(flag, dest=f.name, type=conv, choices=choices, help=help_text,
-                           metavar=None if choices else typ.__name__.upper())
+                           metavar=None if choices else "A,B,..." if typ is list else typ.__name__.upper())
     return parser
 
 
@@ -304,6 +323,25 @@ def check_ranges(cfg: TrainConfig) -> None:
             raise ConfigError(f"{what}, got {value!r}")
 
 
+def _check_labels(cfg: TrainConfig) -> None:
+    """The conditional options fit together and the data can have labels."""
+    if cfg.conditional and cfg.data in TOY_DATA:
+        raise ConfigError(f"--conditional needs labelled data (digits, images with one sub-folder per class, or csv "
+                          f"with --label-column); data={cfg.data!r} has no labels")
+    if cfg.conditional and cfg.data == "csv" and not cfg.label_column:
+        raise ConfigError("--conditional with data=csv needs --label-column NAME, the column holding the classes")
+    if cfg.label_column is not None and cfg.data != "csv":
+        raise ConfigError(f"--label-column names a CSV column; data={cfg.data!r} is not csv")
+    if cfg.label_column is not None and not cfg.conditional:
+        raise ConfigError(f"--label-column {cfg.label_column!r} is used by a conditional GAN: add --conditional (or "
+                          "drop --label-column)")
+    if cfg.classes is not None:
+        if not cfg.conditional:
+            raise ConfigError("option 'classes' is for a conditional run: add --conditional or drop it")
+        if len(cfg.classes) < 2 or len(set(cfg.classes)) != len(cfg.classes) or not all(cfg.classes):
+            raise ConfigError(f"option 'classes' must list 2 or more distinct, non-empty names, got {cfg.classes!r}")
+
+
 def resolve(cfg: TrainConfig) -> TrainConfig:
     """Fills every auto field and checks the combination; raises ConfigError naming the option."""
     check_ranges(cfg)  # the explicit values first: a refusal names what the user wrote, not a derived value
@@ -324,6 +362,7 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
             raise ConfigError(f"channels must be 1 or 3, got {channels}")
         if cfg.data == "digits" and (image_size, channels) != (8, 1):
             raise ConfigError("data=digits are 8x8 grayscale: image_size must be 8 and channels 1")
+    _check_labels(cfg)
     wgan = cfg.loss.startswith("wgan")
     out = dataclasses.replace(
         cfg, model=model, image_size=image_size if image else None, channels=channels if image else None,

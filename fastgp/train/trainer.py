@@ -8,6 +8,7 @@ randomness of step s comes from generators keyed by (seed, s), see seeding.py.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -23,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 import fastgp
 
 from . import checkpoint, distributed, regularizers
-from .config import TOY_DATA, ZERO_CENTERED, ConfigError, TrainConfig, differences, from_dict, overlay, resolve, to_dict
+from .config import STRUCTURAL_REASONS, TOY_DATA, ZERO_CENTERED, ConfigError, TrainConfig, differences, from_dict, overlay, resolve, to_dict
 from .data import TableDataset, TensorDataset, ToyMixture, build_dataset, real_samples, shard
 from .ema import GeneratorEMA
 from .metrics import mode_metrics
@@ -33,6 +34,7 @@ from .seeding import (ALPHA, FIXED, NOISE, PERTURB, device_stream, global_rng_st
                       set_global_rng_state, stream)
 
 N_IMAGES = 64  # fixed-noise images per picture
+SAMPLES_PER_CLASS = 8  # columns of a conditional picture (one row per class)
 
 
 @dataclass
@@ -42,10 +44,11 @@ class Batch:
     real: Optional[torch.Tensor]
     z: torch.Tensor
     alpha: Optional[torch.Tensor]
+    labels: Optional[torch.Tensor] = None  # class of each real sample, and of the fake generated beside it
 
     def rows(self, i: int, j: int) -> "Batch":
         """Samples i..j-1 (a per-sample view for tests and diagnostics)."""
-        return Batch(*(None if t is None else t[i:j] for t in (self.real, self.z, self.alpha)))
+        return Batch(*(None if t is None else t[i:j] for t in (self.real, self.z, self.alpha, self.labels)))
 
 
 class NonFiniteLossError(RuntimeError):
@@ -79,15 +82,24 @@ def prepare(overrides: Optional[Dict[str, Any]] = None):
     placement = {"out_dir": cfg.out_dir, "name": here.name if cfg.resume == "last" else cfg.name}
     try:
         saved = resolve(from_dict(ckpt["config"]))
-        merged = resolve(overlay(saved, {**overrides, **placement}))
     except ConfigError as e:
         raise checkpoint.CheckpointError(f"checkpoint {path!r} holds a config this trainer cannot use: {e}") from None
-    diff = differences(saved, merged)
+    requested = overlay(saved, {**overrides, **placement})
+    # a structural change is the reason to refuse, even where it also makes the options inconsistent
+    _refuse_structural_changes(saved, requested, path)
+    merged = resolve(requested)  # a bad option given on resume is refused by name, like any other
+    _refuse_structural_changes(saved, merged, path)
+    return merged, ckpt, path
+
+
+def _refuse_structural_changes(saved: TrainConfig, requested: TrainConfig, path: str) -> None:
+    diff = {k: v for k, v in differences(saved, requested).items() if v[1] is not None}  # None: auto, resolved later
     if diff:
-        what = "; ".join(f"{k}: checkpoint {a!r}, requested {b!r}" for k, (a, b) in diff.items())
+        what = "; ".join(f"{k}: checkpoint {a!r}, requested {b!r}" + (f" ({STRUCTURAL_REASONS[k]})"
+                                                                       if k in STRUCTURAL_REASONS else "")
+                         for k, (a, b) in diff.items())
         raise checkpoint.CheckpointError(f"checkpoint {path!r} is incompatible with the requested run ({what}); "
                                          "these options fix the trained tensors and cannot change on resume")
-    return merged, ckpt, path
 
 
 def run(overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
@@ -144,7 +156,10 @@ class Trainer:
 
         seed_everything(cfg.seed)
         self.data = build_dataset(cfg)
-        g, d = build_models(cfg, self.data.shape)
+        self.classes: Optional[List[str]] = self.data.classes if cfg.conditional else None
+        if self.classes is not None:  # the label order, written to config.json and every checkpoint
+            self.cfg = cfg = dataclasses.replace(cfg, classes=list(self.classes))
+        g, d = build_models(cfg, self.data.shape, len(self.classes) if self.classes else 0)
         self.G, self.D = g.to(self.device), d.to(self.device)
         self.g_net, self.d_net = self.G, self.D  # what the steps call: DDP wrappers when distributed
         if self.info.enabled:
@@ -163,10 +178,7 @@ class Trainer:
         self.scaler_d = torch.amp.GradScaler(self.device.type) if fp16 else None
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
 
-        n_fixed = N_IMAGES if cfg.model == "dcgan" else cfg.eval_samples
-        self.fixed_noise = torch.randn(n_fixed, cfg.z_dim, generator=stream(cfg.seed, FIXED))
-        n_ref = min(n_fixed, len(self.data)) if isinstance(self.data, TensorDataset) else n_fixed
-        self.real_ref = real_samples(self.data, n_ref, cfg.seed)
+        self._fixed_inputs()
         self.step = 0
         self.records: List[Dict[str, Any]] = []
         self.dir = run_dir(cfg)
@@ -177,6 +189,26 @@ class Trainer:
         if ckpt is not None:
             self._load(ckpt, ckpt_path)
         self._reset_window()
+
+    def _fixed_inputs(self) -> None:
+        """The fixed noise (and labels) of every picture and evaluation, and the real samples shown beside them.
+        Conditional images: a grid with one row per class, the same noise down each column."""
+        cfg, data = self.cfg, self.data
+        self.fixed_labels: Optional[torch.Tensor] = None
+        if self.classes is not None and cfg.model == "dcgan":
+            n_classes = len(self.classes)
+            self.fixed_noise = torch.randn(SAMPLES_PER_CLASS, cfg.z_dim, generator=stream(cfg.seed, FIXED))
+            self.fixed_noise = self.fixed_noise.repeat(n_classes, 1)
+            self.fixed_labels = torch.arange(n_classes).repeat_interleave(SAMPLES_PER_CLASS)
+            self.real_ref = data.class_examples(SAMPLES_PER_CLASS, cfg.seed)
+            return
+        n_fixed = N_IMAGES if cfg.model == "dcgan" else cfg.eval_samples
+        self.fixed_noise = torch.randn(n_fixed, cfg.z_dim, generator=stream(cfg.seed, FIXED))
+        n_ref = min(n_fixed, len(data)) if isinstance(data, TensorDataset) else n_fixed
+        self.real_ref = real_samples(data, n_ref, cfg.seed)
+        if self.classes is not None:  # tables: labels drawn as often as the data has them
+            pick = torch.randint(len(data), (n_fixed,), generator=stream(cfg.seed, FIXED, 1))
+            self.fixed_labels = data.labels[pick]
 
     # ------------------------------------------------------------ files
     def _own_checkpoint(self, path: Optional[str]) -> bool:
@@ -217,7 +249,8 @@ class Trainer:
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
             "scaler_g": self.scaler_g.state_dict() if self.scaler_g else None,
             "scaler_d": self.scaler_d.state_dict() if self.scaler_d else None,
-            "rng": global_rng_state(), "fixed_noise": self.fixed_noise, "data": extra,
+            "rng": global_rng_state(), "fixed_noise": self.fixed_noise, "fixed_labels": self.fixed_labels,
+            "data": extra,
             "world_size": self.info.world, "torch_version": str(torch.__version__),
             "fastgp_version": fastgp.__version__,
         }
@@ -252,6 +285,8 @@ class Trainer:
                                              f"{str(e).splitlines()[0]}") from None
         self.step = int(ckpt["step"])
         self.fixed_noise = ckpt.get("fixed_noise", self.fixed_noise)
+        if ckpt.get("fixed_labels") is not None:
+            self.fixed_labels = ckpt["fixed_labels"]
         self.last_good = path
         # the curves continue: this run's metrics up to the checkpoint (later ones were logged after it, before a
         # crash or a kill), or those next to a checkpoint resumed from another folder
@@ -281,9 +316,12 @@ class Trainer:
     def _shard(self, x: torch.Tensor) -> torch.Tensor:
         return shard(x, self.info.rank, self.info.world).to(self.device, non_blocking=True)
 
+    def _index(self, step: int, k: int) -> int:
+        """Global data batch of update k of step `step` (the generator update, k = n_critic, reuses the last)."""
+        return step * self.cfg.n_critic + min(k, self.cfg.n_critic - 1)
+
     def real_batch(self, step: int, k: int) -> torch.Tensor:
-        index = step * self.cfg.n_critic + k
-        return self._shard(self.data.batch(index, self.cfg.batch_size, self.cfg.seed))
+        return self._shard(self.data.batch(self._index(step, k), self.cfg.batch_size, self.cfg.seed))
 
     def noise(self, step: int, k: int) -> torch.Tensor:
         return self._shard(torch.randn(self.cfg.batch_size, self.cfg.z_dim, generator=stream(self.cfg.seed, NOISE,
@@ -294,10 +332,18 @@ class Trainer:
 
     def batch(self, step: int, k: int) -> Batch:
         """This process's inputs of critic update k of step `step`; k = n_critic is the generator update, with its
-        own noise and the real samples of the step's last critic update (rpgan-r1r2 pairs them)."""
-        if k == self.cfg.n_critic:
-            return Batch(real=self.real_batch(step, k - 1), z=self.noise(step, k), alpha=None)
-        return Batch(real=self.real_batch(step, k), z=self.noise(step, k), alpha=self.alpha(step, k))
+        own noise and the real samples (and labels) of the step's last critic update (rpgan-r1r2 pairs them).
+        Conditional: each fake is generated with the label of the real sample beside it."""
+        labels = None
+        if self.classes is not None:
+            labels = self._shard(self.data.batch_labels(self._index(step, k), self.cfg.batch_size, self.cfg.seed))
+        alpha = self.alpha(step, k) if k < self.cfg.n_critic else None
+        return Batch(real=self.real_batch(step, k), z=self.noise(step, k), alpha=alpha, labels=labels)
+
+    @staticmethod
+    def call(net: torch.nn.Module, x: torch.Tensor, labels: Optional[torch.Tensor]) -> torch.Tensor:
+        """net(x), or net(x, labels) in a conditional run."""
+        return net(x) if labels is None else net(x, labels)
 
     def _autocast(self):
         if self.amp_dtype is None:
@@ -331,10 +377,16 @@ class Trainer:
             return F.softplus(d_real - d_fake).mean()
         return F.softplus(-d_fake).mean()
 
-    def zero_centered(self, real: torch.Tensor, fake: Optional[torch.Tensor], gain: float):
+    @staticmethod
+    def _labels_arg(labels: Optional[torch.Tensor]) -> tuple:
+        """critic_args of a penalty: the labels reach the critic undifferentiated."""
+        return () if labels is None else (labels,)
+
+    def zero_centered(self, real: torch.Tensor, fake: Optional[torch.Tensor], gain: float,
+                      labels: Optional[torch.Tensor] = None):
         """(gain * (R1 + R2 for rpgan-r1r2), stats): the zero-centered penalties of ns-r1 and rpgan-r1r2."""
         cfg, common = self.cfg, dict(gain=gain, scaler=self.scaler_d, backend=self.backend,
-                                     batch_fraction=self.gp_fraction)
+                                     batch_fraction=self.gp_fraction, critic_args=self._labels_arg(labels))
         with self._autocast():
             penalty, norms = regularizers.r1(self.d_net, real, cfg.r1_gamma, **common)
             stats = {"penalty": penalty.detach() / gain, "grad_norm": norms.mean()}
@@ -351,7 +403,7 @@ class Trainer:
         if cfg.loss in ZERO_CENTERED:
             if cfg.r1_gamma == 0 or self.lazy:
                 return None, {}
-            return self.zero_centered(batch.real, fake, 1.0)
+            return self.zero_centered(batch.real, fake, 1.0, batch.labels)
         if cfg.gp_weight == 0:
             return None, {}
         with self._autocast():
@@ -359,23 +411,25 @@ class Trainer:
                 penalty, norms = fastgp.gradient_penalty(
                     self.d_net, batch.real, fake, weight=cfg.gp_weight, alpha=batch.alpha,
                     center=0.0 if cfg.loss == "wgan-gp-zero" else 1.0, one_sided=cfg.loss == "wgan-gp-one-sided",
-                    scaler=self.scaler_d, return_norms=True, backend=self.backend, batch_fraction=self.gp_fraction)
+                    critic_args=self._labels_arg(batch.labels), scaler=self.scaler_d, return_norms=True,
+                    backend=self.backend, batch_fraction=self.gp_fraction)
             else:  # DRAGAN: each process perturbs its own slice (std over that slice) with its own noise
                 noise = device_stream(self.device, cfg.seed, PERTURB, step, k, self.info.rank)
                 penalty, norms = fastgp.dragan_penalty(
                     self.d_net, batch.real, weight=cfg.gp_weight, alpha=batch.alpha, generator=noise,
-                    scaler=self.scaler_d, return_norms=True, backend=self.backend, batch_fraction=self.gp_fraction)
+                    critic_args=self._labels_arg(batch.labels), scaler=self.scaler_d, return_norms=True,
+                    backend=self.backend, batch_fraction=self.gp_fraction)
         return penalty, {"penalty": penalty.detach(), "grad_norm": norms.mean()}
 
     def critic_loss(self, step: int, k: int, batch: Optional[Batch] = None):
         """(total loss, stats) of critic update k of step `step` (on `batch` instead of its own when given)."""
         cfg = self.cfg
         batch = batch or self.batch(step, k)
-        real = batch.real
+        real, labels = batch.real, batch.labels
         with torch.no_grad(), self._autocast():
-            fake = self.G(batch.z).float()
+            fake = self.call(self.G, batch.z, labels).float()
         with self._autocast():
-            out = self.d_net(torch.cat([real, fake])).float()
+            out = self.call(self.d_net, torch.cat([real, fake]), None if labels is None else labels.repeat(2)).float()
         d_real, d_fake = out[:real.shape[0]], out[real.shape[0]:]
         adv = self.critic_adversarial(d_real, d_fake)
         penalty, penalty_stats = self.critic_penalty(step, k, batch, fake)
@@ -397,14 +451,14 @@ class Trainer:
     def lazy_loss(self, step: int, k: int, batch: Optional[Batch] = None):
         """(loss, stats) of the lazy regularization after critic update k: gain r1_every times R1 (+ R2)."""
         batch = batch or self.batch(step, k)
-        fake = None
+        fake, labels = None, batch.labels
         if self.cfg.loss == "rpgan-r1r2":
             with torch.no_grad(), self._autocast():
-                fake = self.G(batch.z).float()
-        penalty, stats = self.zero_centered(batch.real, fake, self.cfg.r1_every)
+                fake = self.call(self.G, batch.z, labels).float()
+        penalty, stats = self.zero_centered(batch.real, fake, self.cfg.r1_every, labels)
         with self._autocast():
             # R1 does not reach the last bias: 0 * D(x) lets every DDP hook fire.
-            touch = self.d_net(batch.real[:1]).float().sum() * 0
+            touch = self.call(self.d_net, batch.real[:1], None if labels is None else labels[:1]).float().sum() * 0
         return penalty + touch, stats
 
     def lazy_step(self, step: int, k: int) -> Dict[str, torch.Tensor]:
@@ -415,12 +469,14 @@ class Trainer:
 
     def generator_loss(self, step: int, batch: Optional[Batch] = None):
         batch = batch or self.batch(step, self.cfg.n_critic)
+        labels = batch.labels
         with self._autocast():
-            d_fake = self.D(self.g_net(batch.z).float()).float()  # the unwrapped critic: no DDP hooks in a G step
+            fake = self.call(self.g_net, batch.z, labels).float()
+            d_fake = self.call(self.D, fake, labels).float()  # the unwrapped critic: no DDP hooks in a G step
             d_real = None
             if self.cfg.loss == "rpgan-r1r2":  # the pairs of the step's last critic update
                 with torch.no_grad():
-                    d_real = self.D(batch.real).float()
+                    d_real = self.call(self.D, batch.real, labels).float()
         adv = self.generator_adversarial(d_fake, d_real)
         l2 = regularizers.l2_weights(self.G.parameters(), self.cfg.l2_g)
         return (adv if l2 is None else adv + l2), {"loss_g": adv.detach()}
@@ -499,11 +555,14 @@ class Trainer:
         return self.ema.module if self.ema is not None else self.G
 
     @torch.no_grad()
-    def generate(self, z: torch.Tensor) -> torch.Tensor:
-        """Samples of the sampling generator (in eval mode) for noise z, on the CPU."""
+    def generate(self, z: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Samples of the sampling generator (in eval mode) for noise z (and class labels, conditional), on the CPU."""
         net = self.sampling_generator()
+        chunks = z.split(4096)
+        label_chunks = labels.split(4096) if labels is not None else [None] * len(chunks)
         with eval_mode(net):
-            return torch.cat([net(c.to(self.device)).float() for c in z.split(4096)]).cpu()
+            return torch.cat([self.call(net, c.to(self.device), None if y is None else y.to(self.device)).float()
+                              for c, y in zip(chunks, label_chunks)]).cpu()
 
     def evaluate(self) -> Dict[str, Any]:
         """Toy mode metrics on the fixed noise (eval_samples points), in the mixture's native units."""
@@ -515,7 +574,7 @@ class Trainer:
     def pictures(self, final: bool, metrics: Optional[Dict[str, Any]] = None) -> None:
         """Fixed-noise samples as a PNG (samples/step_*.png); at the end samples.png and losses.png too."""
         cfg = self.cfg
-        fake = self.generate(self.fixed_noise)
+        fake = self.generate(self.fixed_noise, self.fixed_labels)
         path = self.files.file(os.path.join("samples", f"step_{self.step:07d}.png"))
         title = f"{cfg.name}: step {self.step}"
         if metrics:
@@ -524,14 +583,21 @@ class Trainer:
 
         finals = [path, self.files.file("samples.png")] if final else [path]
         if cfg.model == "dcgan":
-            plots.image_grid(path, fake[:N_IMAGES])
-            if final:
-                plots.image_picture(finals[1], self.real_ref[:N_IMAGES], fake[:N_IMAGES])
+            if self.classes is not None:  # one row per class, real and generated
+                plots.image_grid(path, fake, SAMPLES_PER_CLASS)
+                if final:
+                    plots.image_picture(finals[1], self.real_ref, fake, SAMPLES_PER_CLASS, row_labels=self.classes)
+            else:
+                plots.image_grid(path, fake[:N_IMAGES])
+                if final:
+                    plots.image_picture(finals[1], self.real_ref[:N_IMAGES], fake[:N_IMAGES])
         elif self.data.shape[0] == 2:
-            def critic(points):  # in eval mode: a picture must not run spectral norm's power iteration
-                x = self.data.from_native(points.float()).to(self.device)
-                with eval_mode(self.D):
-                    return torch.cat([self.D(c).float() for c in x.split(8192)]).cpu()
+            critic = None
+            if self.classes is None:  # a conditional critic has one landscape per class: no contour lines
+                def critic(points):  # in eval mode: a picture must not run spectral norm's power iteration
+                    x = self.data.from_native(points.float()).to(self.device)
+                    with eval_mode(self.D):
+                        return torch.cat([self.D(c).float() for c in x.split(8192)]).cpu()
 
             real, gen = self.data.to_native(self.real_ref), self.data.to_native(fake)
             columns = getattr(self.data, "columns", ("x", "y"))
@@ -547,12 +613,17 @@ class Trainer:
                 self._write_csv(self.files.file("samples.csv"), self.data.to_native(fake))
 
     def _write_csv(self, path: str, x: torch.Tensor) -> None:
+        """Generated rows in the CSV's units; conditional: with the label column, the class each row was drawn for."""
         import csv
 
+        header, rows = list(self.data.columns), [[f"{v:.6g}" for v in row] for row in x.tolist()]
+        if self.classes is not None:
+            header.append(self.cfg.label_column)
+            rows = [row + [self.classes[int(y)]] for row, y in zip(rows, self.fixed_labels)]
         with open(path, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
-            writer.writerow(self.data.columns)
-            writer.writerows([f"{v:.6g}" for v in row] for row in x.tolist())
+            writer.writerow(header)
+            writer.writerows(rows)
 
     # ------------------------------------------------------------- loop
     def fit(self) -> Dict[str, Any]:
