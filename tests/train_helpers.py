@@ -6,6 +6,8 @@ import csv
 import os
 import random
 
+import torch
+
 TINY = {"hidden": 32, "depth": 2, "batch_size": 64, "steps": 4, "log_every": 2, "sample_every": 2,
         "ckpt_every": 2, "keep_ckpts": 1, "progress": False, "eval_samples": 500, "width": 8}
 
@@ -40,3 +42,26 @@ def write_images(folder, n=40, seed=0):
     with open(os.path.join(folder, "notes.txt"), "w") as f:
         f.write("not an image")
     return folder
+
+
+EPS32 = torch.finfo(torch.float32).eps
+
+
+def gamma(n: int) -> float:
+    """Higham's bound on the relative rounding error of a float32 sum (or dot product) of n terms."""
+    return n * EPS32 / (1 - n * EPS32)
+
+
+def term_magnitude(params, terms):
+    """sum over `terms` of |d term / d param|, per parameter, in float64.
+
+    A batch-mean gradient is a sum of per-sample terms; two computations of it that add them in different
+    orders (two backends, two process counts) differ by rounding at the scale of this magnitude, not at the scale
+    of the (possibly cancelled) result."""
+    params = list(params)
+    out = [torch.zeros_like(p, dtype=torch.float64) for p in params]
+    for term in terms:
+        for m, g in zip(out, torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)):
+            if g is not None:
+                m += g.double().abs()
+    return out

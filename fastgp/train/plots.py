@@ -102,16 +102,26 @@ def image_grid(path: str, images: torch.Tensor, nrow: int = 8) -> None:
     _grid(images, nrow, cell).save(path)
 
 
-def image_picture(path: str, real: torch.Tensor, fake: torch.Tensor, nrow: int = 8) -> None:
-    """Real images (left) next to generated ones (right)."""
-    from PIL import Image
+def image_picture(path: str, real: torch.Tensor, fake: torch.Tensor, nrow: int = 8,
+                  row_labels: Optional[Sequence[str]] = None) -> None:
+    """Real images (left) next to generated ones (right), each half captioned; with row_labels (one per grid row,
+    a conditional run's classes) each row is named on the left."""
+    from PIL import Image, ImageDraw
 
     cell = max(real.shape[-1], 32)
-    left, right = _grid(real, nrow, cell).convert("RGB"), _grid(fake, nrow, cell).convert("RGB")
-    gap = 16
-    out = Image.new("RGB", (left.width + gap + right.width, max(left.height, right.height)), (255, 255, 255))
-    out.paste(left, (0, 0))
-    out.paste(right, (left.width + gap, 0))
+    halves = [("real", _grid(real, nrow, cell).convert("RGB")), ("generated", _grid(fake, nrow, cell).convert("RGB"))]
+    gap, band = 16, 18
+    margin = 8 + 6 * max(len(str(r)) for r in row_labels) if row_labels else 0  # the built-in font: 6 px a letter
+    width = margin + sum(im.width for _, im in halves) + gap
+    out = Image.new("RGB", (width, band + max(im.height for _, im in halves)), (255, 255, 255))
+    draw = ImageDraw.Draw(out)
+    x = margin
+    for caption, im in halves:
+        out.paste(im, (x, band))
+        draw.text((x + 4, 3), caption, fill=(0, 0, 0))  # Pillow's built-in font: no font file needed
+        x += im.width + gap
+    for r, label in enumerate(row_labels or ()):
+        draw.text((4, band + 2 + r * (cell + 2) + cell // 2 - 5), str(label), fill=(0, 0, 0))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     out.save(path)
 
