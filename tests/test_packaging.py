@@ -1,0 +1,101 @@
+"""The built package, as pip installs it outside the checkout: it carries the
+C++/CUDA sources, so FASTGP_JIT=1 compiles the kernels from site-packages when
+the prebuilt library is missing (here: a FASTGP_NO_EXTENSION=1 wheel, which
+holds no library and, by that choice, does not warn)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT_FILES = ("setup.py", "pyproject.toml", "README.md", "MANIFEST.in")
+
+
+def _pip(*args, env=None, cwd=None):
+    proc = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True, timeout=600,
+                          env=env, cwd=cwd)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory):
+    """A wheel built from a copy of the project (so the checkout gets no build
+    files) without compiling: FASTGP_NO_EXTENSION=1."""
+    src = tmp_path_factory.mktemp("project")
+    for name in PROJECT_FILES:
+        shutil.copy2(ROOT / name, src / name)
+    shutil.copytree(ROOT / "csrc", src / "csrc")
+    shutil.copytree(ROOT / "fastgp", src / "fastgp",
+                    ignore=shutil.ignore_patterns("__pycache__", "_C*.so", "_build_info.json", "_csrc"))
+    dist = tmp_path_factory.mktemp("dist")
+    env = dict(os.environ, FASTGP_NO_EXTENSION="1")
+    _pip("wheel", "--no-build-isolation", "--no-deps", "--no-index", "-q", "-w", str(dist), str(src), env=env)
+    (found,) = dist.glob("fastgp-*.whl")
+    return found
+
+
+def test_wheel_carries_the_sources(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    csrc = {str(p.relative_to(ROOT / "csrc")).replace(os.sep, "/") for p in (ROOT / "csrc").rglob("*") if p.is_file()}
+    missing = {f"fastgp/_csrc/{rel}" for rel in csrc} - names
+    assert not missing, f"the wheel lacks {sorted(missing)}"
+    assert "fastgp/info/__main__.py" in names
+    record = json.loads(zipfile.ZipFile(wheel).read("fastgp/_build_info.json"))
+    assert record["extension"] is False and "FASTGP_NO_EXTENSION" in record["why"]
+
+
+INSTALLED_SCRIPT = r"""
+import json, warnings, torch
+warnings.simplefilter("always")
+with warnings.catch_warnings(record=True) as caught:
+    import fastgp
+    from fastgp import reference
+    g = torch.randn(6, 3, 5, dtype=torch.float64)
+    auto = fastgp.penalty_from_grads(g, weight=10.0)
+    ref = reference.penalty_from_grads([g], weight=10.0)[0]
+ext = fastgp.info()["extension"]
+print(json.dumps({"file": fastgp.__file__, "ext": ext, "backends": fastgp.available_backends("cpu"),
+                  "auto_rel_error": abs(float(auto) - float(ref)) / abs(float(ref)),
+                  "warnings": [str(w.message) for w in caught if "backend='auto'" in str(w.message)]}))
+"""
+
+
+def _run_installed(site, tmp_path, **env_extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FASTGP_")}
+    env.update(env_extra, PYTHONPATH=str(site))
+    proc = subprocess.run([sys.executable, "-c", INSTALLED_SCRIPT], env=env, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert Path(res["file"]).resolve().is_relative_to(Path(site).resolve())  # the installed copy, not the checkout
+    return res
+
+
+@pytest.fixture(scope="module")
+def site(wheel, tmp_path_factory):
+    target = tmp_path_factory.mktemp("site")
+    _pip("install", "--no-deps", "--no-index", "-q", "--target", str(target), str(wheel))
+    return target
+
+
+def test_no_extension_install_falls_back_silently(site, tmp_path):
+    res = _run_installed(site, tmp_path)
+    assert not res["ext"]["loaded"] and "FASTGP_NO_EXTENSION" in res["ext"]["reason"]
+    assert "cpp" not in res["backends"] and res["warnings"] == []
+
+
+@pytest.mark.slow
+def test_jit_compiles_from_an_installed_package(site, tmp_path):
+    """FASTGP_JIT=1 in a package installed from a wheel compiles the shipped
+    sources against the running torch, and the auto backend then uses them."""
+    res = _run_installed(site, tmp_path, FASTGP_JIT="1", TORCH_EXTENSIONS_DIR=str(tmp_path / "cache"), MAX_JOBS="2")
+    assert res["ext"]["loaded"] and "FASTGP_JIT=1" in res["ext"]["loaded_from"], res["ext"]
+    assert res["backends"][0] == "cpp" and res["warnings"] == []
+    # float64, rows of 15 elements, 6 rows: a few dozen roundings of 1.1e-16 each
+    assert res["auto_rel_error"] < 1e-12
