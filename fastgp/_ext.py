@@ -166,7 +166,11 @@ def warn_fallback(device: torch.device, chosen: str, cpp_reason: Optional[str]) 
     message = fallback_message(device.type, chosen, cpp_reason)
     if message is not None:
         _warned_devices.add(device.type)
-        warnings.warn(message, FallbackWarning, stacklevel=3)
+        # point at the user's line: the first frame outside this package
+        frame, level = sys._getframe(0), 1
+        while frame is not None and frame.f_code.co_filename.startswith(_HERE + os.sep):
+            frame, level = frame.f_back, level + 1
+        warnings.warn(message, FallbackWarning, stacklevel=level)
 
 
 def has_kernel(device_type: str) -> bool:

@@ -122,8 +122,9 @@ with warnings.catch_warnings(record=True) as at_use:
     for _ in range(3):
         fastgp.gradient_penalty(critic, torch.randn(3, 4), torch.randn(3, 4)).backward()
         fastgp.penalty_from_grads(torch.randn(3, 4))
-fallback = lambda ws: [str(w.message) for w in ws if type(w.message).__name__ == "FallbackWarning"]
-print(json.dumps({"import": fallback(at_import), "use": fallback(at_use)}))
+fallback = lambda ws: [w for w in ws if type(w.message).__name__ == "FallbackWarning"]
+print(json.dumps({"import": [str(w.message) for w in fallback(at_import)],
+                  "use": [str(w.message) for w in fallback(at_use)], "where": [w.filename for w in fallback(at_use)]}))
 """
 
 
@@ -136,6 +137,7 @@ def test_mismatched_build_warns_once_at_first_use(tmp_path):
     message = res["use"][0]
     assert "built against torch 1.0.0" in message
     assert "pip install --no-build-isolation ." in message and "FASTGP_JIT=1" in message
+    assert res["where"] == ["<string>"]  # the user's line, not fastgp's
 
 
 def test_missing_library_warns_once(tmp_path):
@@ -150,7 +152,7 @@ def test_missing_library_warns_once(tmp_path):
 ], ids=["FASTGP_DISABLE_EXTENSION", "FASTGP_NO_EXTENSION-build"])
 def test_deliberate_fallback_does_not_warn(tmp_path, env, build_info):
     res = _run(env, _copy_package(tmp_path, build_info), script=WARN_SCRIPT)
-    assert res == {"import": [], "use": []}
+    assert res["import"] == [] and res["use"] == []
 
 
 def test_healthy_install_does_not_warn():
@@ -158,7 +160,8 @@ def test_healthy_install_does_not_warn():
 
     if "cpp" not in fastgp.available_backends("cpu"):
         pytest.skip("the C++ extension is not built")
-    assert _run({}, script=WARN_SCRIPT) == {"import": [], "use": []}
+    res = _run({}, script=WARN_SCRIPT)
+    assert res["import"] == [] and res["use"] == []
 
 
 def test_cuda_fallback_message(monkeypatch):
