@@ -71,7 +71,9 @@ def find_sources(package_dir: str = _HERE) -> Optional[str]:
 
 
 def _jit_build() -> dict:
-    """Compiles the sources against the running torch; returns the build record."""
+    """Compiles the sources against the running torch; returns the build record.
+    The CUDA sources are added when a GPU is visible and torch finds a CUDA
+    toolkit; if that build fails, the CPU sources alone are compiled."""
     from torch.utils.cpp_extension import CUDA_HOME, load
 
     csrc = find_sources()
@@ -80,15 +82,23 @@ def _jit_build() -> dict:
                            f"or {os.path.join(os.path.dirname(_HERE), 'csrc')}")
     sources = sorted(glob.glob(os.path.join(csrc, "*.cpp")) + glob.glob(os.path.join(csrc, "cpu", "*.cpp")))
     cuda_sources = sorted(glob.glob(os.path.join(csrc, "cuda", "*.cu")))
-    with_cuda = bool(cuda_sources) and torch.version.cuda is not None and torch.cuda.is_available() \
-        and CUDA_HOME is not None
     omp = ["-fopenmp"] if torch.backends.openmp.is_available() and sys.platform.startswith("linux") else []
-    cflags = ["-O3"] + omp + (["-DFASTGP_WITH_CUDA"] if with_cuda else [])
-    load(name="fastgp_jit_C" + ("_cuda" if with_cuda else ""), sources=sources + (cuda_sources if with_cuda else []),
-         extra_cflags=cflags, extra_cuda_cflags=["-O3", "-lineinfo", "-DFASTGP_WITH_CUDA"], extra_ldflags=omp,
-         with_cuda=with_cuda, is_python_module=False, verbose=_flag("FASTGP_JIT_VERBOSE"))
-    return {"torch_version": torch.__version__, "torch_cuda_version": torch.version.cuda, "with_cuda": with_cuda,
-            "cuda_archs": os.environ.get("TORCH_CUDA_ARCH_LIST") if with_cuda else None, "jit": True}
+    verbose = _flag("FASTGP_JIT_VERBOSE")
+    record = {"torch_version": torch.__version__, "torch_cuda_version": torch.version.cuda, "with_cuda": False,
+              "cuda_archs": None, "jit": True}
+    if cuda_sources and torch.version.cuda is not None and torch.cuda.is_available() and CUDA_HOME is not None:
+        cuda_flags = ["-DFASTGP_WITH_CUDA"]
+        try:
+            load(name="fastgp_jit_C_cuda", sources=sources + cuda_sources, extra_cflags=["-O3"] + omp + cuda_flags,
+                 extra_cuda_cflags=["-O3", "-lineinfo"] + cuda_flags, extra_ldflags=omp, with_cuda=True,
+                 is_python_module=False, verbose=verbose)
+            return dict(record, with_cuda=True, cuda_archs=os.environ.get("TORCH_CUDA_ARCH_LIST"))
+        except Exception as e:  # a toolkit torch cannot use (CUDA_HOME), nvcc errors...
+            record["cuda_why"] = (f"the JIT build of the CUDA sources failed ({e}; is CUDA_HOME={CUDA_HOME} the "
+                                  "CUDA toolkit?), so only the CPU sources were compiled")
+    load(name="fastgp_jit_C", sources=sources, extra_cflags=["-O3"] + omp, extra_ldflags=omp, with_cuda=False,
+         is_python_module=False, verbose=verbose)
+    return record
 
 
 class _State:

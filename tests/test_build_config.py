@@ -42,6 +42,20 @@ def test_visible_gpus_set_the_archs(setup_py):
     assert plan["archs"] == "8.0"  # an explicit list wins
 
 
+def test_visible_capabilities_are_clamped_to_torchs_newest_arch(setup_py, monkeypatch):
+    import torch
+
+    caps = {0: (9, 0), 1: (12, 1)}
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i: caps[i])
+    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: ["sm_80", "sm_90a", "sm_100", "sm_120", "compute_120"])
+    assert setup_py.visible_capabilities() == [(9, 0), (12, 0)]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert setup_py.visible_capabilities() == []
+
+
 @pytest.mark.parametrize("env,torch_cuda,caps,nvcc", [
     ({"FASTGP_CPU_ONLY": "1", "FORCE_CUDA": "1"}, "13.0", [(9, 0)], True),
     ({"FORCE_CUDA": "1"}, None, [], True),   # a CPU build of torch

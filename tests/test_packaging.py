@@ -99,3 +99,43 @@ def test_jit_compiles_from_an_installed_package(site, tmp_path):
     assert res["backends"][0] == "cpp" and res["warnings"] == []
     # float64, rows of 15 elements, 6 rows: a few dozen roundings of 1.1e-16 each
     assert res["auto_rel_error"] < 1e-12
+
+
+def _jit_calls(monkeypatch, gpu_visible, cuda_build_fails):
+    """What _jit_build asks torch.utils.cpp_extension.load to compile (nothing is compiled)."""
+    import torch
+    import torch.utils.cpp_extension as cpp_extension
+
+    from fastgp import _ext
+
+    calls = []
+
+    def fake_load(name, sources, with_cuda, **kwargs):
+        calls.append({"name": name, "with_cuda": with_cuda, "cu": [s for s in sources if s.endswith(".cu")]})
+        if with_cuda and cuda_build_fails:
+            raise RuntimeError(f"Error building extension '{name}'")
+
+    monkeypatch.setattr(cpp_extension, "load", fake_load)
+    monkeypatch.setattr(cpp_extension, "CUDA_HOME", "/opt/cuda")
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu_visible)
+    return calls, _ext._jit_build()
+
+
+def test_jit_compiles_the_cuda_sources_when_a_gpu_is_visible(monkeypatch):
+    calls, record = _jit_calls(monkeypatch, gpu_visible=True, cuda_build_fails=False)
+    assert len(calls) == 1 and calls[0]["with_cuda"] and calls[0]["cu"]
+    assert record["with_cuda"] is True and record["jit"] is True
+
+
+def test_jit_without_a_gpu_compiles_the_cpu_sources_only(monkeypatch):
+    calls, record = _jit_calls(monkeypatch, gpu_visible=False, cuda_build_fails=False)
+    assert [c["with_cuda"] for c in calls] == [False] and calls[0]["cu"] == []
+    assert record["with_cuda"] is False
+
+
+def test_jit_falls_back_to_the_cpu_sources_when_the_cuda_build_fails(monkeypatch):
+    """A CUDA toolkit torch cannot link against must not cost the CPU kernels too."""
+    calls, record = _jit_calls(monkeypatch, gpu_visible=True, cuda_build_fails=True)
+    assert [c["with_cuda"] for c in calls] == [True, False] and calls[1]["cu"] == []
+    assert record["with_cuda"] is False and "fastgp_jit_C_cuda" in record["cuda_why"]
