@@ -90,13 +90,14 @@ def _jit_build() -> dict:
         cuda_flags = ["-DFASTGP_WITH_CUDA"]
         try:
             load(name="fastgp_jit_C_cuda", sources=sources + cuda_sources, extra_cflags=["-O3"] + omp + cuda_flags,
-                 extra_cuda_cflags=["-O3", "-lineinfo"] + cuda_flags, extra_ldflags=omp, with_cuda=True,
+                 extra_cuda_cflags=["-O3", "-lineinfo"] + cuda_flags, extra_ldflags=list(omp), with_cuda=True,
                  is_python_module=False, verbose=verbose)
             return dict(record, with_cuda=True, cuda_archs=os.environ.get("TORCH_CUDA_ARCH_LIST"))
         except Exception as e:  # a toolkit torch cannot use (CUDA_HOME), nvcc errors...
             record["cuda_why"] = (f"the JIT build of the CUDA sources failed ({e}; is CUDA_HOME={CUDA_HOME} the "
                                   "CUDA toolkit?), so only the CPU sources were compiled")
-    load(name="fastgp_jit_C", sources=sources, extra_cflags=["-O3"] + omp, extra_ldflags=omp, with_cuda=False,
+    # fresh flag lists per call: load() appends its libraries to the list it is given
+    load(name="fastgp_jit_C", sources=sources, extra_cflags=["-O3"] + omp, extra_ldflags=list(omp), with_cuda=False,
          is_python_module=False, verbose=verbose)
     return record
 

@@ -110,8 +110,11 @@ def _jit_calls(monkeypatch, gpu_visible, cuda_build_fails):
 
     calls = []
 
-    def fake_load(name, sources, with_cuda, **kwargs):
-        calls.append({"name": name, "with_cuda": with_cuda, "cu": [s for s in sources if s.endswith(".cu")]})
+    def fake_load(name, sources, with_cuda, extra_ldflags, **kwargs):
+        calls.append({"name": name, "with_cuda": with_cuda, "cu": [s for s in sources if s.endswith(".cu")],
+                      "ldflags": list(extra_ldflags)})
+        if with_cuda:
+            extra_ldflags.append("-lcudart")  # as torch's load() does, in place
         if with_cuda and cuda_build_fails:
             raise RuntimeError(f"Error building extension '{name}'")
 
@@ -138,4 +141,5 @@ def test_jit_falls_back_to_the_cpu_sources_when_the_cuda_build_fails(monkeypatch
     """A CUDA toolkit torch cannot link against must not cost the CPU kernels too."""
     calls, record = _jit_calls(monkeypatch, gpu_visible=True, cuda_build_fails=True)
     assert [c["with_cuda"] for c in calls] == [True, False] and calls[1]["cu"] == []
+    assert "-lcudart" not in calls[1]["ldflags"]  # the failed CUDA attempt left nothing in the CPU build
     assert record["with_cuda"] is False and "fastgp_jit_C_cuda" in record["cuda_why"]
