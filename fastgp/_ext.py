@@ -94,8 +94,9 @@ def _jit_build() -> dict:
                  is_python_module=False, verbose=verbose)
             return dict(record, with_cuda=True, cuda_archs=os.environ.get("TORCH_CUDA_ARCH_LIST"))
         except Exception as e:  # a toolkit torch cannot use (CUDA_HOME), nvcc errors...
-            record["cuda_why"] = (f"the JIT build of the CUDA sources failed ({e}; is CUDA_HOME={CUDA_HOME} the "
-                                  "CUDA toolkit?), so only the CPU sources were compiled")
+            last_lines = " / ".join([line.strip() for line in str(e).splitlines() if line.strip()][-3:])
+            record["cuda_why"] = (f"the JIT build of the CUDA sources failed ({last_lines}; is CUDA_HOME={CUDA_HOME} "
+                                  "the CUDA toolkit?), so only the CPU sources were compiled")
     # fresh flag lists per call: load() appends its libraries to the list it is given
     load(name="fastgp_jit_C", sources=sources, extra_cflags=["-O3"] + omp, extra_ldflags=list(omp), with_cuda=False,
          is_python_module=False, verbose=verbose)
