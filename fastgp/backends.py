@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Union
 import torch
 
 from . import reference
-from ._ext import has_kernel, state
+from ._ext import has_kernel, state, warn_fallback
 
 NAMES = ("cpp", "triton", "torch")
 _AUTO_ORDER = ("cpp", "triton", "torch")
@@ -102,6 +102,8 @@ def resolve(backend: str, device: torch.device) -> str:
     if backend == "auto":
         # first available, without probing the slower-to-import ones needlessly
         name = next(n for n in _AUTO_ORDER if unavailable_reason(n, device) is None)
+        if name != "cpp":  # a missing or mismatched extension warns once (a deliberate choice does not)
+            warn_fallback(device, name, unavailable_reason("cpp", device))
     elif backend in NAMES:
         why = unavailable_reason(backend, device)
         if why is not None:
