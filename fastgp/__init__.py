@@ -3,7 +3,6 @@
     loss_D = D(fake).mean() - D(real).mean() + fastgp.gradient_penalty(D, real, fake, weight=10.0)
 """
 
-from . import ops  # noqa: F401  registers the ops' fake kernels (torch.compile, meta tensors)
 from . import reference
 from .backends import available_backends, select_backend
 from .family import dragan_penalty, r1_penalty, r2_penalty

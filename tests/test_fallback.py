@@ -88,19 +88,6 @@ def test_info_command_prints_json():
     assert info["torch"] and "cpu" in info["backends"] and info["backends"]["cpu"]["torch"] is True
 
 
-@pytest.mark.parametrize("value,expected", [("torch", "torch"), ("cpp", "cpp")])
-def test_fastgp_backend_env_overrides_auto(monkeypatch, value, expected):
-    import fastgp
-    from fastgp import backends
-
-    if expected not in fastgp.available_backends("cpu"):
-        pytest.skip(f"{expected} not available")
-    monkeypatch.setenv("FASTGP_BACKEND", value)
-    import torch
-
-    assert backends.resolve("auto", torch.device("cpu")) == expected
-
-
 def test_jit_build_on_first_use(tmp_path):
     """FASTGP_JIT=1 compiles the C++ sources against the running torch when the
     prebuilt library is missing, and the compiled kernels are then used."""
