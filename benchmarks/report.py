@@ -140,7 +140,22 @@ def _order(names: Iterable[str]) -> List[str]:
 
 
 # ------------------------------------------------------------------ op results
-class Ops:
+class Cells:
+    """Results indexed by a key -> provider -> result."""
+
+    cells: Dict[tuple, Dict[str, Result]]
+
+    def time(self, key, provider) -> Optional[float]:
+        r = self.cells.get(key, {}).get(provider)
+        return None if r is None else r.seconds
+
+    def quotient(self, key, numerator: str, denominator: str) -> Optional[float]:
+        """numerator's time over denominator's."""
+        a, b = self.time(key, numerator), self.time(key, denominator)
+        return None if a is None or b is None else a / b
+
+
+class Ops(Cells):
     """Op results indexed by (pass, shape_id, dtype) -> provider -> result."""
 
     def __init__(self, results: List[Result]):
@@ -160,14 +175,9 @@ class Ops:
         # in matrix order: by family then size, as recorded
         return sorted(ks, key=lambda k: (k[2], _numel_of(self.cells[k]), k[1]))
 
-    def time(self, key, provider) -> Optional[float]:
-        r = self.cells.get(key, {}).get(provider)
-        return None if r is None else r.seconds
-
     def ratio(self, key, baseline: str, provider: str) -> Optional[float]:
         """How many times faster `provider` is than `baseline`."""
-        b, p = self.time(key, baseline), self.time(key, provider)
-        return None if b is None or p is None else b / p
+        return self.quotient(key, baseline, provider)
 
     def bandwidth(self, key, provider) -> Optional[float]:
         r = self.cells.get(key, {}).get(provider)
@@ -290,7 +300,7 @@ def _op_checks(ops: Ops, t: Target):
 
 def _overhead_checks(overhead: "Overhead", t: Target):
     keys = [k for k in overhead.keys(t.pass_name) if k[2] in t.dtypes and k[3] in t.providers and t.applies(k[1], 0)]
-    return [(k[1], k[2], k[3], overhead.ratio(k, "public", "raw"), None) for k in keys]
+    return [(k[1], k[2], k[3], overhead.quotient(k, "public", "raw"), None) for k in keys]
 
 
 def _step_checks(steps: dict, t: Target):
@@ -310,7 +320,7 @@ def _fmt_metric(metric: str, v: Optional[float]) -> str:
 
 
 # ------------------------------------------------------------------ call overhead
-class Overhead:
+class Overhead(Cells):
     """Overhead results indexed by (op, shape_id, dtype, backend) -> provider
     ("raw", "public", or the baseline "eager"/"lerp", stored under every backend)."""
 
@@ -331,14 +341,6 @@ class Overhead:
     def keys(self, op: str) -> List[Tuple[str, str, str, str]]:
         return sorted(k for k in self.cells if k[0] == op)
 
-    def time(self, key, provider) -> Optional[float]:
-        r = self.cells.get(key, {}).get(provider)
-        return None if r is None else r.seconds
-
-    def ratio(self, key, numerator: str, denominator: str) -> Optional[float]:
-        a, b = self.time(key, numerator), self.time(key, denominator)
-        return None if a is None or b is None else a / b
-
 
 OVERHEAD_OPS = {"interp": "`fastgp.interpolate`", "forward": "`fastgp.penalty_from_grads` (forward)",
                 "fwdbwd": "`penalty_from_grads` forward + backward", "gp": "`gradient_penalty` + backward, 1-layer critic"}
@@ -351,11 +353,11 @@ def overhead_section(overhead: Overhead) -> List[str]:
     for op in OVERHEAD_OPS:
         for k in overhead.keys(op):
             base = "lerp" if op == "interp" else "eager"
-            public_raw = overhead.ratio(k, "public", "raw")
+            public_raw = overhead.quotient(k, "public", "raw")
             rows.append([OVERHEAD_OPS[op], k[3], k[1], k[2], fmt_time(overhead.time(k, base)),
                          fmt_time(overhead.time(k, "raw")), fmt_time(overhead.time(k, "public")),
                          fmt_time(None if public_raw is None else overhead.time(k, "public") - overhead.time(k, "raw")),
-                         fmt_ratio(public_raw), fmt_ratio(overhead.ratio(k, base, "public"))])
+                         fmt_ratio(public_raw), fmt_ratio(overhead.quotient(k, base, "public"))])
     return ["## Call overhead", "",
             "What fastgp's Python layer (argument checks, backend resolution, the autograd wrapper) adds to the op "
             "it calls, measured side by side in one run at a shape where the call, not the data, is the cost. "

@@ -128,7 +128,7 @@ def test_call_overhead_section_and_targets(tmp_path):
     path.write_text(json.dumps({"benchmarks": benches}))
     results, runs = report.load([str(path)])
     overhead = report.Overhead(results)
-    assert overhead.ratio(("interp", "tabular_256x2", "float32", "cpp"), "public", "raw") == pytest.approx(1.75)
+    assert overhead.quotient(("interp", "tabular_256x2", "float32", "cpp"), "public", "raw") == pytest.approx(1.75)
     rows = {r["target"].label: r for r in report.evaluate_targets(report.Ops(results), "cpu", overhead, {})}
     assert rows["public interpolate at most 2x the raw op"]["met"] is True
     assert rows["public penalty_from_grads at most 2x the raw op"]["met"] is False
