@@ -194,15 +194,16 @@ def penalty_backward_backward(ctx, d_outputs):
     weight, center, power, one_sided, reduction = ctx.params
     create_graph = torch.is_grad_enabled()
     with torch.enable_grad():
-        go = grad_out.detach().requires_grad_(True)
-        gs = [g.detach().requires_grad_(True) for g in grads]
-        penalty, _ = reference_penalty_forward(gs, inv_scale, weight, center, power, one_sided, reduction)
-        first = torch.autograd.grad(penalty, gs, go, create_graph=True)
-        vs = [torch.zeros_like(g) if v is None else v for g, v in zip(gs, d_outputs)]
-        second = torch.autograd.grad(first, [go, *gs], vs, allow_unused=True, create_graph=create_graph)
-    d_go = second[0] if second[0] is not None else torch.zeros_like(grad_out)
-    d_gs = [torch.zeros_like(g) if d is None else d for g, d in zip(grads, second[1:])]
-    return d_go, d_gs, None, None, None, None, None, None, None
+        grad_out_leaf = grad_out.detach().requires_grad_(True)
+        grad_leaves = [g.detach().requires_grad_(True) for g in grads]
+        penalty, _ = reference_penalty_forward(grad_leaves, inv_scale, weight, center, power, one_sided, reduction)
+        first = torch.autograd.grad(penalty, grad_leaves, grad_out_leaf, create_graph=True)
+        cotangents = [torch.zeros_like(g) if v is None else v for g, v in zip(grad_leaves, d_outputs)]
+        second = torch.autograd.grad(first, [grad_out_leaf, *grad_leaves], cotangents, allow_unused=True,
+                                     create_graph=create_graph)
+    d_grad_out = second[0] if second[0] is not None else torch.zeros_like(grad_out)
+    d_grads = [torch.zeros_like(g) if d is None else d for g, d in zip(grads, second[1:])]
+    return d_grad_out, d_grads, None, None, None, None, None, None, None
 
 
 def register_penalty_backward_derivative(penalty_backward: str) -> None:
