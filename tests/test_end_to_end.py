@@ -18,11 +18,11 @@ def mlp_critic():
                                torch.nn.Tanh(), torch.nn.Linear(64, 1))
 
 
-def conv_critic():
+def conv_critic(size=16):
     return torch.nn.Sequential(
         torch.nn.Conv2d(3, 8, 4, 2, 1), torch.nn.LeakyReLU(0.2),
         torch.nn.Conv2d(8, 16, 4, 2, 1), torch.nn.GroupNorm(4, 16), torch.nn.LeakyReLU(0.2),
-        torch.nn.Flatten(), torch.nn.Linear(16 * 4 * 4, 1))
+        torch.nn.Flatten(), torch.nn.Linear(16 * (size // 4) ** 2, 1))
 
 
 class TwoInputCritic(torch.nn.Module):
@@ -35,7 +35,7 @@ class TwoInputCritic(torch.nn.Module):
         return self.out(torch.tanh(self.a(x.flatten(1)) + self.b(y)))
 
 
-CASES = {"mlp": (mlp_critic, [(32, 2)]), "conv": (conv_critic, [(6, 3, 16, 16)]),
+CASES = {"mlp": (mlp_critic, [(32, 2)]), "conv": (lambda: conv_critic(8), [(6, 3, 8, 8)]),
          "two_inputs": (TwoInputCritic, [(5, 3, 2, 2), (5, 5)])}
 
 

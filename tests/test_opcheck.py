@@ -12,6 +12,7 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import fastgp
+from fastgp.backends import triton as triton_backend
 from fastgp.backends.shared import REDUCTION_CODES
 
 from conftest import make_tensor, no_fake_tracing
@@ -22,9 +23,6 @@ PARAMS = [
     (2.0, 1.0, 2.0, True, "none"),
     (1.0, 0.5, 3.0, False, "mean"),
 ]
-# gradgradcheck perturbs every element: thousands of kernel calls, which the
-# Triton interpreter's session leaves out for all but the first options
-GRADCHECK_PARAMS = PARAMS[:1] + [pytest.param(p, marks=pytest.mark.heavy) for p in PARAMS[1:]]
 
 
 def _opcheck(op, args, backend, device):
@@ -75,7 +73,10 @@ def test_opcheck_interpolate(ops, backend, device, requires_grad, dtype):
     _opcheck(interpolate, (real, fake, alpha), backend, device)
 
 
-@pytest.mark.parametrize("params", GRADCHECK_PARAMS, ids=str)
+# gradcheck perturbs every element, one kernel call each: heavy for the Triton
+# interpreter (the backends' double backward is shared.py's, checked through cpp)
+@pytest.mark.heavy
+@pytest.mark.parametrize("params", PARAMS, ids=str)
 def test_gradcheck_and_gradgradcheck_penalty(backend, device, params):
     weight, center, power, one_sided, reduction = params
     # small, since gradcheck differentiates by each element; norms on both sides of 1
@@ -91,6 +92,7 @@ def test_gradcheck_and_gradgradcheck_penalty(backend, device, params):
     assert torch.autograd.gradgradcheck(f, grads)
 
 
+@pytest.mark.heavy
 def test_gradcheck_and_gradgradcheck_interpolate(backend, device):
     real = make_tensor((3, 2, 3), torch.float64, seed=1, device=device).requires_grad_(True)
     fake = make_tensor((3, 2, 3), torch.float64, seed=2, device=device).requires_grad_(True)
@@ -166,3 +168,20 @@ def test_fake_kernels_promise_the_real_outputs(ops, backend, device):
     assert x.dtype == real.dtype and x.shape == real.shape and x.stride() == torch.empty_like(real).stride()
     assert pen.shape == norms.shape == (4,) and pen.dtype == norms.dtype == torch.float32
     assert d.dtype == g.dtype and d.stride() == torch.empty_like(g).stride()
+
+
+@pytest.mark.skipif(not triton_backend._installed() or triton_backend.load() is not None or triton_backend.INTERPRETED,
+                    reason="needs triton, with the interpreter off")
+def test_opcheck_triton_ops_cpu_kernels():
+    """The Triton ops' CPU kernels (the reference, registered when the interpreter is
+    off): schema, autograd registration, fake tensors. AOT dispatch needs a GPU:
+    torch analyses the kernels with the device's Triton backend."""
+    utils = ("test_schema", "test_autograd_registration", "test_faketensor")
+    for rg in (False, True):
+        g = [torch.randn(3, 5, requires_grad=rg), torch.randn(3, 2, 2, requires_grad=rg)]
+        torch.library.opcheck(torch.ops.fastgp.triton_penalty_forward.default, (g, None, 10.0, 1.0, 2.0, False, 1),
+                              test_utils=utils)
+        torch.library.opcheck(torch.ops.fastgp.triton_penalty_forward.default,
+                              (g, torch.tensor(0.25), 1.0, 0.0, 2.0, False, 0), test_utils=utils)
+        r, f = torch.randn(3, 4, requires_grad=rg), torch.randn(3, 4, requires_grad=rg)
+        torch.library.opcheck(torch.ops.fastgp.triton_interpolate.default, (r, f, torch.rand(3)), test_utils=utils)

@@ -123,20 +123,6 @@ def test_cpu_fallback_kernels_are_the_reference():
     torch.testing.assert_close(torch.ops.fastgp.triton_interpolate(r, f, a), reference.interpolate(r, f, a))
 
 
-@needs_cpu_fallback
-def test_opcheck_on_cpu_without_compilation():
-    # test_aot_dispatch_dynamic needs a GPU: torch analyses the kernels with the device's Triton backend.
-    utils = ("test_schema", "test_autograd_registration", "test_faketensor")
-    for rg in (False, True):
-        g = [torch.randn(3, 5, requires_grad=rg), torch.randn(3, 2, 2, requires_grad=rg)]
-        torch.library.opcheck(torch.ops.fastgp.triton_penalty_forward.default, (g, None, 10.0, 1.0, 2.0, False, 1),
-                              test_utils=utils)
-        torch.library.opcheck(torch.ops.fastgp.triton_penalty_forward.default,
-                              (g, torch.tensor(0.25), 1.0, 0.0, 2.0, False, 0), test_utils=utils)
-        r, f = torch.randn(3, 4, requires_grad=rg), torch.randn(3, 4, requires_grad=rg)
-        torch.library.opcheck(torch.ops.fastgp.triton_interpolate.default, (r, f, torch.rand(3)), test_utils=utils)
-
-
 # -------------------------------- GPU code generation, without a GPU
 def _signature(kernel, dtype: str, constexprs: dict) -> dict:
     """Triton signature of a kernel for a data dtype, from its argument names."""
