@@ -131,7 +131,7 @@ CASES = {
 CASES.update({f"layout_{layout}": (lambda layout: lambda dt, dev: [make_tensor((6, 3, 9, 10), dt, layout, 11, dev)])(
     layout) for layout in ("channels_last", "transposed", "sliced", "padded", "batch_strided", "misaligned", "permuted",
                            "expanded")})
-HEAVY = {"images", "long_rows"}  # rows of 10^4 elements and more
+HEAVY = {"images", "long_rows", "eleven_tensors"}  # rows of 10^4 elements and more; a launch per tensor
 CASE_PARAMS = [pytest.param(case, marks=pytest.mark.heavy) if case in HEAVY else case for case in CASES]
 # long enough to split rows and to reach every launch configuration on a GPU
 GPU_CASES = {
