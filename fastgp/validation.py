@@ -38,7 +38,7 @@ def real_number(v, name: str, *, minimum: Optional[float] = None, why: str = "")
             v = float(v)
         except OverflowError:  # an int beyond the float range
             raise TypeError(f"{name} must be a finite real number, got {v!r}") from None
-    if not math.isfinite(v):
+    if not -math.inf < v < math.inf:  # not math.isfinite: this also traces (a SymFloat under torch.compile)
         raise TypeError(f"{name} must be a finite real number, got {v!r}")
     if minimum is not None and v < minimum:
         raise ValueError(f"{name} must be >= {minimum}{why}, got {v!r}")

@@ -152,3 +152,21 @@ def test_compiled_critic_in_the_penalty_is_refused_by_pytorch():
     gp = fastgp.gradient_penalty(torch.compile(critic, backend="aot_eager"), real, fake)
     with pytest.raises(RuntimeError, match="double backward"):
         gp.backward()
+
+
+def test_dynamic_shapes(backend):
+    """dynamic=True: the batch size is symbolic, the options are traced values;
+    the argument checks and the fake kernels' checks trace without a graph break."""
+    interp = torch.compile(fastgp.interpolate, fullgraph=True, dynamic=True, backend="aot_eager")
+    penalty = torch.compile(fastgp.penalty_from_grads, fullgraph=True, dynamic=True, backend="aot_eager")
+    for batch in (3, 5, 7):
+        real, fake, alpha = torch.randn(batch, 4), torch.randn(batch, 4), torch.rand(batch)
+        torch.testing.assert_close(interp(real, fake, alpha, backend=backend),
+                                   fastgp.interpolate(real, fake, alpha, backend=backend))
+        results = []
+        for f in (penalty, fastgp.penalty_from_grads):
+            g = real.clone().requires_grad_(True)
+            out = f(g, weight=10.0, center=0.5, backend=backend)
+            results.append((out.detach(), *torch.autograd.grad(out, g)))
+        for a, b in zip(*results):
+            torch.testing.assert_close(a, b)
