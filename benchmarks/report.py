@@ -343,7 +343,8 @@ class Overhead(Cells):
 
 
 OVERHEAD_OPS = {"interp": "`fastgp.interpolate`", "forward": "`fastgp.penalty_from_grads` (forward)",
-                "fwdbwd": "`penalty_from_grads` forward + backward", "gp": "`gradient_penalty` + backward, 1-layer critic"}
+                "fwdbwd": "`penalty_from_grads` forward + backward",
+                "gp": "`gradient_penalty` + backward, 1-layer critic"}
 
 
 def overhead_section(overhead: Overhead) -> List[str]:
@@ -414,7 +415,8 @@ def targets_section(ops: Ops, device: str, overhead: Optional[Overhead] = None,
     if missed:
         out += ["Missed: " + "; ".join(missed) + "."]
     faulting = sorted({(r["shape"], r["provider"], r["faults"]) for r in rows
-                       if r["met"] is False and r["target"].metric == "% copy" and (r.get("faults") or 0) >= FAULTS_NOTE})
+                       if r["met"] is False and r["target"].metric == "% copy"
+                       and (r.get("faults") or 0) >= FAULTS_NOTE})
     for shape, provider, faults in faulting:
         out += [f"- {shape} ({provider}): {faults:.0f} page faults per call (~{fmt_bytes(faults * 4096)} mapped afresh "
                 "each call): the output is larger than glibc malloc's mmap threshold (at most 32 MiB by default), so "

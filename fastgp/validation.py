@@ -200,7 +200,8 @@ def alpha(value: Optional[torch.Tensor], batch: int, like: torch.Tensor, generat
 # ------------------------------------------------------------ critic plumbing
 def critic_output(out, batch: int) -> None:
     if not isinstance(out, torch.Tensor):
-        raise TypeError(f"the critic must return a tensor of shape ({batch},) or ({batch}, 1), got {type(out).__name__}")
+        raise TypeError(f"the critic must return a tensor of shape ({batch},) or ({batch}, 1), got "
+                        f"{type(out).__name__}")
     shape = tuple(out.shape)
     if shape != (batch,) and shape != (batch, 1):
         raise ValueError(f"the critic's output must have shape ({batch},) or ({batch}, 1): one score per sample, "

@@ -46,7 +46,6 @@ from typing import NamedTuple, Optional
 import pytest
 import torch
 
-import fastgp
 from fastgp import backends, reference
 
 DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
@@ -113,7 +112,8 @@ def pytest_generate_tests(metafunc):
         pairs = [p for p in matrix(metafunc.config) if not with_ops or backends.get(p.backend).ops]
         metafunc.parametrize("backend,device", [tuple(p) for p in pairs], ids=[p.id for p in pairs])
     else:
-        names = [p.backend for p in matrix(metafunc.config, devices=("cpu",)) if not with_ops or backends.get(p.backend).ops]
+        names = [p.backend for p in matrix(metafunc.config, devices=("cpu",))
+                 if not with_ops or backends.get(p.backend).ops]
         metafunc.parametrize("backend", names)
 
 

@@ -134,8 +134,8 @@ def test_call_overhead_section_and_targets(tmp_path):
     assert rows["public penalty_from_grads at most 2x the raw op"]["met"] is False
     assert rows["public penalty fwd+bwd at most 2x the raw op"]["met"] is None  # not measured
     text = report.render(results, runs, "median", None)
-    assert "## Call overhead" in text and "| `fastgp.interpolate` | cpp | tabular_256x2 | float32 | 2 µs | 4 µs | 7 µs" \
-        in text and "| 1.75x | 0.29x |" in text
+    assert "## Call overhead" in text and "| 1.75x | 0.29x |" in text
+    assert "| `fastgp.interpolate` | cpp | tabular_256x2 | float32 | 2 µs | 4 µs | 7 µs" in text
 
 
 def test_step_target_compares_with_the_hand_written_penalty(run_json):

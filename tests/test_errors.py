@@ -160,7 +160,8 @@ def test_numpy_bools_are_bools():
 @pytest.mark.parametrize("name", ["gradient_penalty", "r1_penalty", "r2_penalty", "dragan_penalty"])
 def test_scaler_is_checked_before_use(name, scaler):
     fn = _penalties(lin(), torch.randn(3, 4), torch.randn(3, 4))[name]
-    with pytest.raises(TypeError, match=r"scaler must be a torch.amp.GradScaler or None, got .*\((float|str|Tensor|object)\)"):
+    message = r"scaler must be a torch.amp.GradScaler or None, got .*\((float|str|Tensor|object)\)"
+    with pytest.raises(TypeError, match=message):
         fn(scaler=scaler)
     with pytest.raises(TypeError, match="scaler must be a torch.amp.GradScaler"):
         fastgp.input_gradients(lin(), torch.randn(3, 4, requires_grad=True), scaler=scaler)
@@ -191,7 +192,8 @@ def test_numpy_scalars_are_numbers():
 
 @pytest.mark.parametrize("kw,exc,match", [
     (dict(weight=np.float32("nan")), TypeError, "weight must be a finite real number, got nan"),
-    (dict(weight="1"), TypeError, r"weight must be a finite real number \(int, float or a NumPy scalar\), got '1' \(str\)"),
+    (dict(weight="1"), TypeError,
+     r"weight must be a finite real number \(int, float or a NumPy scalar\), got '1' \(str\)"),
     (dict(power=np.float64(0.5)), ValueError, "power must be >= 1 .*got 0.5"),
     (dict(center=np.bool_(True)), TypeError, r"center must be a finite real number .*\(bool_?\)"),
     (dict(weight=10 ** 400), TypeError, "weight must be a finite real number"),
@@ -201,8 +203,10 @@ def test_number_messages_say_what_was_given(kw, exc, match):
         fastgp.penalty_from_grads(torch.randn(3, 4), **kw)
 
 
-@pytest.mark.parametrize("value,exc", [(2.0, TypeError), (True, TypeError), ("2", TypeError), (np.float64(2.0), TypeError),
-                                       (0, ValueError), (np.int64(-1), ValueError)], ids=repr)
+@pytest.mark.parametrize("value,exc", [(2.0, TypeError), (True, TypeError), ("2", TypeError),
+                                       (np.float64(2.0), TypeError), (0, ValueError), (np.int64(-1), ValueError)],
+                         ids=repr)
 def test_integers_are_checked_as_integers(value, exc):
-    with pytest.raises(exc, match=f"max_samples must be an int >= 1, got {re.escape(str(value) if exc is ValueError else repr(value))}"):
+    shown = str(value) if exc is ValueError else repr(value)  # the int it was taken as, or what was given
+    with pytest.raises(exc, match=f"max_samples must be an int >= 1, got {re.escape(shown)}"):
         fastgp.gradient_penalty(lin(), torch.randn(3, 4), torch.randn(3, 4), max_samples=value)

@@ -48,7 +48,8 @@ def check_inv_scale(inv_scale: Optional[torch.Tensor], like: torch.Tensor, op: s
     if inv_scale is None:
         return
     torch._check(inv_scale.numel() == 1, lambda: f"{op}: inv_scale must hold one number, got shape {_shape(inv_scale)}")
-    torch._check(inv_scale.is_floating_point(), lambda: f"{op}: inv_scale must be floating point, got {inv_scale.dtype}")
+    torch._check(inv_scale.is_floating_point(),
+                 lambda: f"{op}: inv_scale must be floating point, got {inv_scale.dtype}")
     torch._check(inv_scale.device == like.device,
                  lambda: f"{op}: inv_scale is on {inv_scale.device} but the gradients are on {like.device}")
 
