@@ -31,6 +31,7 @@ import torch
 
 import fastgp
 from fastgp import backends, reference
+from fastgp.backends.shared import REDUCTION_CODES
 from fastgp._ext import state
 
 GPU_SHAPES = [
@@ -47,8 +48,8 @@ CPU_SHAPES = [("dcgan", (4, 3, 16, 16)), ("toy", (256, 2))]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 BYTES_PER_ELEMENT = {"copy": 2, "interpolate": 3, "forward": 1, "backward": 2}
 OPTS = dict(weight=10.0, center=1.0, power=2.0, one_sided=False)
-# The backends' positional signature: penalty(grads, inv_scale, weight, center, power, one_sided, reduction).
-PENALTY_ARGS = (OPTS["weight"], OPTS["center"], OPTS["power"], OPTS["one_sided"], "mean")
+# The Backend protocol's signature: penalty_forward(grads, inv_scale, weight, center, power, one_sided, reduction).
+PENALTY_ARGS = (OPTS["weight"], OPTS["center"], OPTS["power"], OPTS["one_sided"], REDUCTION_CODES["mean"])
 
 
 class Timer:
@@ -131,7 +132,7 @@ class Bench:
         self.timer = Timer(self.device, args.min_time_s, args.repeats)
         self.deadline = time.monotonic() + args.budget_s
         self.rows, self.errors, self.skipped, self.launches = [], [], [], {}
-        self.impls = {n: backends.implementation(n) for n in ("cpp", "triton")
+        self.impls = {n: backends.get(n) for n in ("cpp", "triton")
                       if backends.unavailable_reason(n, self.device) is None}
         self.unavailable = {n: backends.unavailable_reason(n, self.device) for n in ("cpp", "triton")
                             if n not in self.impls}
@@ -182,21 +183,19 @@ class Bench:
 
         for name, impl in self.impls.items():
             self.record(case, "interpolate", name, lambda: impl.interpolate(real, fake, alpha), 3 * n * es)
-            self.record(case, "forward", name, lambda: impl.penalty([g], None, *PENALTY_ARGS), n * es)
-            if name == "cpp":
-                _, norms = impl.penalty([g], None, *PENALTY_ARGS)
-                go = torch.ones((), device=self.device)
-                args = (None, OPTS["weight"], OPTS["center"], OPTS["power"], OPTS["one_sided"], 1)
-                self.record(case, "backward", name,
-                            lambda: torch.ops.fastgp.penalty_backward(go, [g], norms, *args), 2 * n * es)
+            self.record(case, "forward", name, lambda: impl.penalty_forward([g], None, *PENALTY_ARGS), n * es)
+            _, norms = impl.penalty_forward([g], None, *PENALTY_ARGS)
+            go = torch.ones((), device=self.device)
+            self.record(case, "backward", name,
+                        lambda: impl.penalty_backward(go, [g], norms, None, *PENALTY_ARGS), 2 * n * es)
             gr = g.detach().requires_grad_(True)
             self.record(case, "forward+backward", name,
-                        lambda: torch.autograd.grad(impl.penalty([gr], None, *PENALTY_ARGS)[0], [gr]))
+                        lambda: torch.autograd.grad(impl.penalty_forward([gr], None, *PENALTY_ARGS)[0], [gr]))
             key = f"{name} {case['family']} {tuple(shape)} {dtype_name}"
             if key not in self.launches and not self.out_of_time():
                 def gp_call():
                     impl.interpolate(real, fake, alpha)
-                    torch.autograd.grad(impl.penalty([gr], None, *PENALTY_ARGS)[0], [gr])
+                    torch.autograd.grad(impl.penalty_forward([gr], None, *PENALTY_ARGS)[0], [gr])
                 try:
                     self.launches[key] = count_kernels(gp_call, self.device)
                 except Exception as e:

@@ -3,8 +3,8 @@
     loss_D = D(fake).mean() - D(real).mean() + fastgp.gradient_penalty(D, real, fake, weight=10.0)
 """
 
-from . import ops  # noqa: F401  registers the ops' fake kernels (torch.compile, meta tensors)
 from . import reference
+from ._ext import FallbackWarning
 from .audit import AuditReport, audit
 from .backends import available_backends, select_backend
 from .family import dragan_penalty, r1_penalty, r2_penalty
@@ -26,6 +26,7 @@ __all__ = [
     "info",
     "available_backends",
     "select_backend",
+    "FallbackWarning",
     "audit",
     "AuditReport",
     "reference",

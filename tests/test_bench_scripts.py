@@ -25,7 +25,7 @@ def repo(tmp_path):
         shutil.copy2(ROOT / "benchmarks" / name, tmp_path / "benchmarks" / name)
     committed = tmp_path / "benchmarks" / "results" / "cpu"
     committed.mkdir(parents=True)
-    (committed / "ops.json").write_text("committed")
+    (committed / "summary.json").write_text("committed")
     return tmp_path
 
 
@@ -73,17 +73,17 @@ def test_default_output_is_not_the_committed_folder(repo, tmp_path, script, devi
     proc = _run(repo, script, "--bench-matrix=smoke", python=_logging_python(tmp_path / "python", log))
     assert proc.returncode == 0, proc.stderr
     calls = log.read_text()
-    assert f"--benchmark-json=benchmarks/out/{device}/ops.json" in calls
+    assert f"--benchmark-json=benchmarks/out/{device}/raw/ops.json" in calls
     assert "--bench-matrix=smoke" in calls  # an option is not taken for the output folder
     assert "results/" not in calls
-    assert (repo / "benchmarks" / "results" / "cpu" / "ops.json").read_text() == "committed"
+    assert (repo / "benchmarks" / "results" / "cpu" / "summary.json").read_text() == "committed"
 
 
 def test_committed_folder_only_when_named(repo, tmp_path):
     log = tmp_path / "calls.log"
     proc = _run(repo, "run_cpu.sh", "benchmarks/results/cpu", python=_logging_python(tmp_path / "python", log))
     assert proc.returncode == 0, proc.stderr
-    assert "--benchmark-json=benchmarks/results/cpu/ops.json" in log.read_text()
+    assert "--benchmark-json=benchmarks/results/cpu/raw/ops.json" in log.read_text()
 
 
 def test_repository_venv_is_found_without_PYTHON(repo, tmp_path):

@@ -97,19 +97,6 @@ def test_info_is_still_the_public_function():
     assert callable(fastgp.info) and fastgp.info()["fastgp"] == fastgp.__version__
 
 
-@pytest.mark.parametrize("value,expected", [("torch", "torch"), ("cpp", "cpp")])
-def test_fastgp_backend_env_overrides_auto(monkeypatch, value, expected):
-    import fastgp
-    from fastgp import backends
-
-    if expected not in fastgp.available_backends("cpu"):
-        pytest.skip(f"{expected} not available")
-    monkeypatch.setenv("FASTGP_BACKEND", value)
-    import torch
-
-    assert backends.resolve("auto", torch.device("cpu")) == expected
-
-
 WARN_SCRIPT = r"""
 import json, warnings, torch
 with warnings.catch_warnings(record=True) as at_import:
