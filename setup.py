@@ -77,10 +77,6 @@ def _extensions():
     opt = ["-O0", "-g"] if debug else ["-O3"]
     # The C++ standard comes from torch's BuildExtension (what its headers need).
     cxx = opt + ["-fvisibility=hidden"]
-    # The CPU kernels' variants per vector width (csrc/cpu/loops_*.cpp) must give
-    # the same bits: no fused multiply-adds formed by the compiler.
-    if sys.platform != "win32":
-        cxx.append("-ffp-contract=off")
     # at::parallel_for is an OpenMP loop in torch's headers: without -fopenmp it
     # silently runs on one thread. The runtime is torch's own libgomp (same soname).
     link = []
