@@ -2,10 +2,11 @@
 reference (fastgp.reference), never rewritten here.
 
 Providers:
-  eager    the reference in eager mode: the widespread hand-written version
-           (``a * real + (1 - a) * fake``; ``vector_norm`` of the flattened gradient)
+  eager    the widespread hand-written version in eager mode: ``reference.interpolate``
+           (``a * real + (1 - a) * fake``) and ``reference.handwritten_penalty``
+           (the norm of the flattened gradient in its accumulation dtype)
   lerp     eager interpolation with ``torch.lerp`` (interpolation only)
-  compile  ``torch.compile`` of the reference (dynamic=False: specialized per shape)
+  compile  ``torch.compile`` of the eager version (dynamic=False: specialized per shape)
   torch    fastgp's public API on its pure-PyTorch backend (reference + API overhead)
   cpp      fastgp's C++ extension on CPU tensors
   cuda     the same extension's CUDA kernels (backend "cpp" on a CUDA device)
@@ -60,8 +61,8 @@ def compiled(fn: Callable) -> Callable:
     return _compiled[fn]
 
 
-def reference_penalty(g: torch.Tensor) -> torch.Tensor:
-    return reference.penalty_from_grads([g], weight=WEIGHT)[0]
+def handwritten_penalty(g: torch.Tensor) -> torch.Tensor:
+    return reference.handwritten_penalty(g, weight=WEIGHT)
 
 
 def interpolation(provider: str, real: torch.Tensor, fake: torch.Tensor, alpha: torch.Tensor) -> Callable:
@@ -82,9 +83,9 @@ def interpolation(provider: str, real: torch.Tensor, fake: torch.Tensor, alpha: 
 def penalty(provider: str) -> Callable[[torch.Tensor], torch.Tensor]:
     """A callable g -> weight * mean_i (||g_i|| - 1)^2 (0-d tensor)."""
     if provider == "eager":
-        return reference_penalty
+        return handwritten_penalty
     if provider == "compile":
-        return compiled(reference_penalty)
+        return compiled(handwritten_penalty)
     backend = BACKEND_OF[provider]
     return lambda g: fastgp.penalty_from_grads(g, weight=WEIGHT, backend=backend)
 

@@ -1,9 +1,14 @@
 """The readable pure-PyTorch gradient penalty: the oracle of the tests, the
-baseline of the benchmarks and the ``"torch"`` backend. One copy; keep it plain.
+``"torch"`` backend, and the benchmarks' baselines (their eager penalty is
+``handwritten_penalty``, the formula users write). One copy; keep it plain.
 
 Per sample i (dim 0): n_i = ||(g_i^1, ..., g_i^K)||_2 over every non-batch dim
 of every differentiated input, times ``inv_scale`` when gradients are scaled;
 penalty_i = |n_i - center|^power, or max(0, n_i - center)^power if one_sided.
+Norms and penalties are computed in float64 (rows of float64 inputs scaled by
+their largest |x|) and returned in the accumulation dtype (float32, float64 for
+float64 inputs): at least as accurate as any backend, and finite whenever the
+true value is representable in that dtype.
 """
 
 from __future__ import annotations
@@ -34,16 +39,44 @@ def interpolate(real: torch.Tensor, fake: torch.Tensor, alpha: torch.Tensor) -> 
 
 
 def _flat(grads: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The gradients of each sample as one float64 row, shape (B, N)."""
     batch = grads[0].shape[0]
-    acc = accumulation_dtype(grads[0].dtype)
     # explicit row size: reshape(batch, -1) is ambiguous for rows of no elements
-    return torch.cat([g.reshape(batch, math.prod(g.shape[1:])).to(acc) for g in grads], dim=1)
+    rows = [g.reshape(batch, math.prod(g.shape[1:])).to(torch.float64) for g in grads]
+    return rows[0] if len(rows) == 1 else torch.cat(rows, dim=1)
+
+
+def _scaled_rows(grads: Sequence[torch.Tensor], inv_scale: Optional[torch.Tensor]):
+    """(rows, scale) with g_i * inv_scale == scale_i * rows_i, in float64.
+
+    float64 squares hold float16/bfloat16/float32 squares exactly in range, so
+    those rows are taken as they are. float64 inputs have no wider type: each of
+    their rows is divided by its largest |x| (as BLAS nrm2 does), so its squares
+    neither overflow (|x| > 1e154) nor underflow (|x| < 1e-154). A row of zeros,
+    infs or NaNs keeps scale 1, so inf and NaN propagate as they are. Gradients
+    are autograd's through this scaling: for float64 inputs they are exact
+    wherever phi'(n) * scale (and, for center 0 power 2, scale**2) is a normal
+    float64 number."""
+    rows = _flat(grads)
+    scale = torch.ones(rows.shape[0], dtype=torch.float64, device=rows.device)
+    if grads[0].dtype == torch.float64 and rows.shape[1] > 0:
+        largest = rows.detach().abs().amax(dim=1)
+        scale = torch.where(torch.isfinite(largest) & (largest > 0), largest, scale)
+        rows = rows / scale[:, None]
+    if inv_scale is not None:
+        scale = scale * inv_scale.to(torch.float64)
+    return rows, scale
+
+
+def _norms(rows: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return scale * torch.linalg.vector_norm(rows, dim=1)  # zero subgradient at 0: no NaN
 
 
 def grad_norms(grads: Sequence[torch.Tensor], inv_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Per-sample L2 norm over all non-batch dims of all tensors, shape (B,)."""
-    norms = torch.linalg.vector_norm(_flat(grads), dim=1)  # zero subgradient at 0: no NaN
-    return norms if inv_scale is None else norms * inv_scale.to(norms.dtype)
+    """Per-sample L2 norm over all non-batch dims of all tensors, shape (B,), in
+    the accumulation dtype. Computed in float64 (scaled for float64 inputs), so
+    it is finite and accurate whenever the true norm is representable."""
+    return _norms(*_scaled_rows(grads, inv_scale)).to(accumulation_dtype(grads[0].dtype))
 
 
 def per_sample_penalty(norms: torch.Tensor, center: float = 1.0, power: float = 2.0, one_sided: bool = False):
@@ -71,17 +104,28 @@ def penalty_from_grads(
     reduction: str = "mean",
     inv_scale: Optional[torch.Tensor] = None,
 ):
-    """Returns (penalty, per-sample norms)."""
-    norms = grad_norms(grads, inv_scale)
+    """Returns (penalty, per-sample norms), both in the accumulation dtype;
+    computed in float64 throughout."""
+    rows, scale = _scaled_rows(grads, inv_scale)
+    norms = _norms(rows, scale)
     if center == 0 and power == 2:
-        # ||g||^2 written as a sum of squares is smooth at g = 0 (R1/R2).
-        flat = _flat(grads)
-        if inv_scale is not None:
-            flat = flat * inv_scale.to(flat.dtype)
-        per_sample = flat.square().sum(dim=1)
+        # ||g||^2 written as a sum of squares is smooth at g = 0 (R1/R2);
+        # scale * (scale * sum) overflows or underflows only where the result does.
+        per_sample = scale * (scale * rows.square().sum(dim=1))
     else:
         per_sample = per_sample_penalty(norms, center, power, one_sided)
-    return reduce(per_sample, weight, reduction), norms
+    acc = accumulation_dtype(grads[0].dtype)
+    return reduce(per_sample, weight, reduction).to(acc), norms.to(acc)
+
+
+def handwritten_penalty(g: torch.Tensor, weight: float = 1.0, center: float = 1.0) -> torch.Tensor:
+    """The widespread hand-written eager formula,
+    ``weight * ((g.flatten(1).norm(2, dim=1) - center) ** 2).mean()``, accumulated
+    in the input's accumulation dtype (so its norm overflows above about 1e19 in
+    float32, where the oracle's does not). The benchmarks' "eager" baseline
+    only, the code fastgp is timed against; never an oracle."""
+    norms = g.flatten(1).norm(2, dim=1, dtype=accumulation_dtype(g.dtype))
+    return weight * ((norms - center) ** 2).mean()
 
 
 def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, *, weight: float = 1.0, center: float = 1.0,
