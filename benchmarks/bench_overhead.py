@@ -8,7 +8,7 @@ run, per op:
   forward  eager (the reference), raw (the penalty_forward op), public
            (``fastgp.penalty_from_grads``)
   fwdbwd   the same, with dL/dg through autograd
-  gp       eager (``reference.gradient_penalty``: the hand-written penalty),
+  gp       eager (``reference.handwritten_gradient_penalty``: the hand-written penalty),
            public (``fastgp.gradient_penalty``), each with its backward, on a
            one-layer critic: the whole critic-facing path
 
@@ -64,7 +64,7 @@ def _call(op, provider, device, real, fake, alpha, g):
         return lambda: fastgp.interpolate(real, fake, alpha, backend=backend)
     if op in ("forward", "fwdbwd"):
         if kind == "eager":
-            penalty = lambda x: reference.penalty_from_grads([x], weight=WEIGHT)[0]  # noqa: E731
+            penalty = lambda x: reference.handwritten_penalty(x, weight=WEIGHT)  # noqa: E731
         elif kind == "raw":
             penalty = lambda x: impl.penalty_forward([x], None, WEIGHT, 1.0, 2.0, False, MEAN)[0]  # noqa: E731
         else:
@@ -77,7 +77,7 @@ def _call(op, provider, device, real, fake, alpha, g):
 
     def step():
         if kind == "eager":
-            p = reference.gradient_penalty(critic, real, fake, weight=WEIGHT, alpha=alpha)
+            p = reference.handwritten_gradient_penalty(critic, real, fake, weight=WEIGHT, alpha=alpha)
         else:
             p = fastgp.gradient_penalty(critic, real, fake, weight=WEIGHT, alpha=alpha, backend=backend)
         p.backward()

@@ -52,17 +52,19 @@ def _need(name):
 
 
 def _reference_r1(critic, real):
-    """R1 from the reference: gradient at the real samples, zero-centered penalty."""
+    """R1 as written by hand: gradient at the real samples, zero-centered penalty
+    with the common eager formula (reference.handwritten_penalty)."""
     x = real.detach().requires_grad_(True)
     out = critic(x)
     (g,) = torch.autograd.grad(out, x, torch.ones_like(out), create_graph=True)
-    return reference.penalty_from_grads([g], weight=GAMMA / 2, center=0.0)[0]
+    return reference.handwritten_penalty(g, weight=GAMMA / 2, center=0.0)
 
 
 def _penalty(provider, device):
     """(name of the fastgp backend or None, penalty(critic, real, fake))."""
     if provider == "eager":
-        return None, lambda critic, real, fake: reference.gradient_penalty(critic, real, fake, weight=P.WEIGHT)
+        return None, lambda critic, real, fake: reference.handwritten_gradient_penalty(critic, real, fake,
+                                                                                       weight=P.WEIGHT)
     if provider == "r1-eager":
         return None, lambda critic, real, fake: _reference_r1(critic, real)
     if provider.startswith("r1-"):

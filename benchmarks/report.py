@@ -364,7 +364,7 @@ def overhead_section(overhead: Overhead) -> List[str]:
             "it calls, measured side by side in one run at a shape where the call, not the data, is the cost. "
             "*raw* is the backend's op called directly, *public* the public function; the baseline is `torch.lerp` "
             "(weight already shaped) for interpolation and the eager reference otherwise (for `gradient_penalty`: "
-            "`reference.gradient_penalty`, the hand-written penalty). Target: public at most 2x raw.", ""] + \
+            "`reference.handwritten_gradient_penalty`, the hand-written penalty). Target: public at most 2x raw.", ""] + \
         table(["call", "backend", "shape", "dtype", "baseline", "raw", "public", "public - raw", "public / raw",
                "baseline / public"], rows) + [""]
 
@@ -480,15 +480,18 @@ def step_section(results: List[Result]) -> List[str]:
            "One critic step: D(real), D(fake), the gradient penalty (through the critic, double backward), "
            "backward and an Adam step. *floor* has no penalty. *lazy k* applies the penalty every k steps with "
            "gain k in a regularization step of its own (time per step, averaged over k steps); *r1* is R1 on "
-           "the real samples (StyleGAN2 lazy-regularizes it every 16 steps). *arithmetic* is the penalty's own "
+           "the real samples (StyleGAN2 lazy-regularizes it every 16 steps). *GP on k%* regularizes only the first k% "
+           "of each batch (`batch_fraction`, `fastgp-train --gp-batch-fraction`). *arithmetic* is the penalty's own "
            "arithmetic (interpolation + norm + penalty forward and backward) without the critic, timed alone at the "
            "step's shape.", ""]
     present = {p for c in cells.values() for p in c}
     fused = [p for p in FUSED if p in present]
     lazy = sorted((p for p in present if p.startswith("lazy")), key=lambda p: int(p[4:]))
     r1 = [p for p in ("r1-eager", "r1-fastgp", "r1-lazy16") if p in present]
+    fractions = [p for p in ("frac50", "frac25") if p in present]
     columns = [("floor", "floor (no penalty)"), ("eager", "eager GP")] + [(p, f"{p} GP") for p in fused] + \
-        [(p, f"GP lazy {p[4:]}") for p in lazy] + [(p, p.replace("-", " ")) for p in r1] + \
+        [(p, f"GP lazy {p[4:]}") for p in lazy] + [(p, f"GP on {p[4:]}%") for p in fractions] + \
+        [(p, p.replace("-", " ")) for p in r1] + \
         [("arith-eager", "arithmetic eager")] + [(f"arith-{p}", f"arithmetic {p}") for p in fused]
     rows, notes = [], []
     for (model, batch), c in sorted(cells.items()):
@@ -511,6 +514,10 @@ def step_section(results: List[Result]) -> List[str]:
         for p in lazy:
             if t.get(p):
                 sentence += f"; lazy every {p[4:]} steps ({c[p].info.get('backend')}): {t[p] / floor:.2f}x the floor"
+        for p in fractions:
+            if t.get(p):
+                sentence += f"; penalty on {p[4:]}% of the batch ({c[p].info.get('backend')}): {t[p] / floor:.2f}x " \
+                            "the floor"
         if t.get("r1-eager") and t.get("r1-fastgp"):
             sentence += (f"; R1 every step: eager {t['r1-eager'] / floor:.2f}x, fastgp "
                          f"({c['r1-fastgp'].info.get('backend')}) {t['r1-fastgp'] / floor:.2f}x the floor")
@@ -622,7 +629,8 @@ def draw_chart(results: List[Result], path: str) -> None:
     if steps:
         ax = axes[i]
         models = sorted(steps)
-        provs = [p for p in ("eager",) + FUSED + ("lazy4", "lazy16", "r1-eager", "r1-fastgp", "r1-lazy16")
+        provs = [p for p in ("eager",) + FUSED + ("lazy4", "lazy16", "frac50", "frac25", "r1-eager", "r1-fastgp",
+                                                   "r1-lazy16")
                  if any(p in steps[m] for m in models)]
         width = 0.8 / max(1, len(provs))
         for j, p in enumerate(provs):

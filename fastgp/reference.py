@@ -128,6 +128,21 @@ def handwritten_penalty(g: torch.Tensor, weight: float = 1.0, center: float = 1.
     return weight * ((norms - center) ** 2).mean()
 
 
+def handwritten_gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, *, weight: float = 1.0,
+                                 center: float = 1.0, alpha: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The whole penalty as users write it by hand (the README's "Drop-in" code):
+    the benchmarks' eager baseline for a penalty step, never an oracle. Unlike
+    gradient_penalty below it takes the norm with handwritten_penalty, in the
+    input's accumulation dtype."""
+    if alpha is None:
+        alpha = torch.rand(real.shape[0], device=real.device)
+    a = alpha.to(real.dtype).reshape(-1, *([1] * (real.dim() - 1)))
+    x_hat = (a * real.detach() + (1 - a) * fake.detach()).requires_grad_(True)
+    out = critic(x_hat)
+    (grad,) = torch.autograd.grad(out, x_hat, torch.ones_like(out), create_graph=True)
+    return handwritten_penalty(grad, weight, center)
+
+
 def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, *, weight: float = 1.0, center: float = 1.0,
                      one_sided: bool = False, power: float = 2.0, alpha: Optional[torch.Tensor] = None,
                      reduction: str = "mean"):

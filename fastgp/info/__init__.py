@@ -12,7 +12,7 @@ import platform
 import torch
 
 from .. import backends
-from .._ext import state
+from .._ext import has_kernel, state
 
 __version__ = "0.1.0"
 
@@ -24,6 +24,15 @@ def _triton_version():
         return triton.__version__
     except Exception as e:  # not installed, or broken install
         return f"unavailable ({type(e).__name__}: {e})"
+
+
+def _cpu_capability():
+    if not state.loaded or not has_kernel("cpu"):
+        return None
+    try:
+        return torch.ops.fastgp.cpu_capability()
+    except (AttributeError, RuntimeError):  # a library from before the per-capability kernels
+        return None
 
 
 def info() -> dict:
@@ -39,6 +48,8 @@ def info() -> dict:
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "triton": _triton_version(),
         "threads": torch.get_num_threads(),
+        # the CPU kernels' vector variant (ATEN_CPU_CAPABILITY=default|avx2|avx512 forces one)
+        "cpu_kernels": _cpu_capability(),
         "extension": {"loaded": state.loaded, "loaded_from": state.loaded_from, "reason": state.reason,
                       "build": state.build},
         "backends": {d: {n: backends.unavailable_reason(n, d) or True for n in backends.NAMES} for d in devices},
