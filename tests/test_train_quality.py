@@ -130,10 +130,11 @@ def test_conditional_digits_report_per_class_accuracy(tmp_path, capsys):
     assert not torch.equal(trainer.quality.labels, trainer.quality.labels.sort().values)
 
 
-def test_evaluation_does_not_change_training(tmp_path):
+@pytest.mark.parametrize("g_ema", [True, False])  # without EMA the generator in training is the one evaluated
+def test_evaluation_does_not_change_training(tmp_path, g_ema):
     """Evaluating after every step or only at the end: bitwise the same networks, optimizers and RNG states."""
     pytest.importorskip("sklearn")
-    common = dict(DIGITS, conditional=True, steps=3, sample_every=0, ckpt_every=0, eval_samples=64)
+    common = dict(DIGITS, conditional=True, steps=3, sample_every=0, ckpt_every=0, eval_samples=64, g_ema=g_ema)
     often = run(tiny(tmp_path, name="often", eval_every=1, **common))
     rarely = run(tiny(tmp_path, name="rarely", eval_every=0, **common))
     assert len([r for r in _records(often) if r["kind"] == "eval"]) == 3
