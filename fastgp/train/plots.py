@@ -183,6 +183,11 @@ def _quality_panels(cover_ax, fd_ax, quality: List[Dict], raw: List[Dict]) -> No
     fd_ax.plot(es, [r["fd_baseline"] for r in quality], "--", color="black", lw=1, label="real vs real")
     fd_ax.plot(es, [2 * r["fd_baseline"] for r in quality], ":", color="black", lw=1, label="2 x real vs real")
     if all(r["fd"] > 0 for r in quality + raw) and all(r["fd_baseline"] > 0 for r in quality):
+        from matplotlib.ticker import FuncFormatter
+
         fd_ax.set_yscale("log")
+        plain = FuncFormatter(lambda v, _: f"{v:g}")  # 20, not 2 x 10^1
+        fd_ax.yaxis.set_major_formatter(plain)
+        fd_ax.yaxis.set_minor_formatter(plain)
     fd_ax.set_title("Frechet distance in the classifier's features", fontsize=9)
     fd_ax.legend(fontsize=7)
