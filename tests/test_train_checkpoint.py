@@ -13,24 +13,7 @@ pytest.importorskip("tqdm")
 
 from fastgp.train import CheckpointError, ConfigError, NonFiniteLossError, Trainer, run  # noqa: E402
 from fastgp.train import checkpoint  # noqa: E402
-from train_helpers import tiny  # noqa: E402
-
-
-def _last(summary):
-    return torch.load(os.path.join(summary["run_dir"], "checkpoints", "last.pt"), weights_only=True)
-
-
-def _assert_same_state(a, b):
-    assert (a.get("generator_ema") is None) == (b.get("generator_ema") is None)
-    for key in ("generator", "critic") + (("generator_ema",) if a.get("generator_ema") else ()):
-        assert a[key].keys() == b[key].keys()
-        for name in a[key]:
-            assert torch.equal(a[key][name], b[key][name]), (key, name)
-    for key in ("opt_g", "opt_d"):
-        for pid, st in a[key]["state"].items():
-            for name, t in st.items():
-                assert torch.equal(t, b[key]["state"][pid][name]), (key, pid, name)
-        assert a[key]["param_groups"] == b[key]["param_groups"]
+from train_helpers import assert_same_state, last_checkpoint, tiny  # noqa: E402
 
 
 @pytest.mark.parametrize("extra", [
@@ -50,8 +33,8 @@ def test_resume_is_exact(tmp_path, extra):
     run(tiny(tmp_path, name="split", **dict(common, steps=3)))
     resumed = run(tiny(tmp_path, name="split", **dict(common, resume="last")))
     assert resumed["steps"] == 7 and resumed["steps_this_run"] == 4
-    assert (_last(straight)["generator_ema"] is not None) == (extra.get("data") == "digits")  # on for images
-    _assert_same_state(_last(straight), _last(resumed))
+    assert (last_checkpoint(straight)["generator_ema"] is not None) == (extra.get("data") == "digits")  # on for images
+    assert_same_state(last_checkpoint(straight), last_checkpoint(resumed))
 
 
 def test_resume_after_a_crash_is_exact(tmp_path, monkeypatch):
@@ -71,7 +54,7 @@ def test_resume_after_a_crash_is_exact(tmp_path, monkeypatch):
     monkeypatch.undo()
     resumed = run(tiny(tmp_path, name="crashed", resume="last", **common))
     assert resumed["steps_this_run"] == 4
-    _assert_same_state(_last(straight), _last(resumed))
+    assert_same_state(last_checkpoint(straight), last_checkpoint(resumed))
     with open(os.path.join(resumed["run_dir"], "metrics.jsonl")) as f:
         steps = [r["step"] for r in map(json.loads, f) if r["kind"] == "train"]
     assert steps == [2, 4, 6, 7]  # step 4, logged after the checkpoint before the crash, was dropped then redone
@@ -96,7 +79,7 @@ def test_resume_from_path_takes_the_checkpoint_config_but_writes_where_told(tmp_
     # the default name DATA-LOSS of the checkpoint's config.
     summary = run({"resume": path, "steps": 3, "progress": False, "out_dir": str(tmp_path / "elsewhere")})
     assert summary["run_dir"] == str(tmp_path / "elsewhere" / "ring-wgan-gp") and summary["steps"] == 3
-    assert _last(summary)["config"]["hidden"] == 24
+    assert last_checkpoint(summary)["config"]["hidden"] == 24
     assert _tree(first["run_dir"]) == before  # nothing written into the checkpoint's run directory
     with open(os.path.join(summary["run_dir"], "metrics.jsonl")) as f:  # the curves continue from the source
         assert [r["step"] for r in map(json.loads, f) if r["kind"] == "train"] == [2, 3]
@@ -129,7 +112,7 @@ def test_atomic_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
 
 def test_failed_save_during_training_keeps_last_good(tmp_path, monkeypatch):
     first = run(tiny(tmp_path, steps=2))
-    before = _last(first)
+    before = last_checkpoint(first)
 
     def failing_save(obj, f, *a, **k):
         f.write(b"garbage")
@@ -141,7 +124,7 @@ def test_failed_save_during_training_keeps_last_good(tmp_path, monkeypatch):
     monkeypatch.undo()
     after = checkpoint.load(os.path.join(first["run_dir"], "checkpoints", "last.pt"))
     assert after["step"] == 2
-    _assert_same_state(before, after)
+    assert_same_state(before, after)
 
 
 def test_corrupt_and_incompatible_checkpoints(tmp_path):
@@ -176,13 +159,13 @@ def test_corrupt_and_incompatible_checkpoints(tmp_path):
 
 def test_non_finite_loss_stops_and_keeps_last_good(tmp_path):
     first = run(tiny(tmp_path, steps=4, log_every=1))
-    good = _last(first)
+    good = last_checkpoint(first)
     # An absurd learning rate makes the critic's weights overflow within the next step.
     with pytest.raises(NonFiniteLossError, match=r"at step 5\b.*last good checkpoint"):
         run(tiny(tmp_path, steps=8, resume="last", lr=1e30, log_every=4))
-    kept = _last(first)
+    kept = last_checkpoint(first)
     assert kept["step"] == 4
-    _assert_same_state(good, kept)
+    assert_same_state(good, kept)
 
 
 def test_fresh_run_refuses_existing_run_dir(tmp_path):

@@ -17,18 +17,9 @@ Image = pytest.importorskip("PIL.Image")
 import fastgp  # noqa: E402
 from fastgp.train import CheckpointError, ConfigError, Trainer, prepare, run  # noqa: E402
 from fastgp.train.models import MLPCritic  # noqa: E402
-from train_helpers import tiny, write_csv  # noqa: E402
+from train_helpers import tiny, write_class_folders, write_csv  # noqa: E402
 
 DIGITS = dict(data="digits", conditional=True, batch_size=32, z_dim=8)
-
-
-def _class_folders(root, counts, size=12):
-    """One sub-folder of small images per class, each class its own gray level."""
-    for i, (name, n) in enumerate(counts.items()):
-        os.makedirs(os.path.join(root, name), exist_ok=True)
-        for k in range(n):
-            Image.new("L", (size, size), 40 + 60 * i).save(os.path.join(root, name, f"{k}.png"))
-    return str(root)
 
 
 def test_digits_run_writes_classes_labels_and_a_row_per_class(tmp_path):
@@ -75,7 +66,7 @@ def test_projection_critic_is_score_plus_label_projection():
 
 
 def test_class_folders(tmp_path):
-    folder = _class_folders(tmp_path / "imgs", {"cats": 12, "dogs": 20, "owls": 8})
+    folder = write_class_folders(tmp_path / "imgs", {"cats": 12, "dogs": 20, "owls": 8})
     summary = run(tiny(tmp_path, data="images", data_path=folder, conditional=True, image_size=8, batch_size=16,
                        z_dim=8, steps=2))
     with open(os.path.join(summary["run_dir"], "config.json")) as f:
@@ -95,7 +86,7 @@ def test_class_folders(tmp_path):
     ({}, r"0 class folder"),
 ])
 def test_bad_class_folders(tmp_path, layout, match):
-    folder = _class_folders(tmp_path / "imgs", layout)
+    folder = write_class_folders(tmp_path / "imgs", layout)
     os.makedirs(folder, exist_ok=True)
     if not layout:  # images, but no class folders
         Image.new("L", (8, 8)).save(os.path.join(folder, "a.png"))
@@ -154,9 +145,9 @@ def test_resume_refuses_a_change_of_conditional_and_of_the_classes(tmp_path):
     resumed = run(tiny(tmp_path, data="digits", batch_size=32, z_dim=8, steps=3, name="cond", resume="last"))
     assert resumed["steps"] == 3
 
-    folder = _class_folders(tmp_path / "imgs", {"cats": 8, "dogs": 8})
+    folder = write_class_folders(tmp_path / "imgs", {"cats": 8, "dogs": 8})
     common = dict(data="images", data_path=folder, conditional=True, image_size=8, batch_size=8, z_dim=8)
     run(tiny(tmp_path, **common, steps=2, name="pets"))
-    _class_folders(tmp_path / "imgs", {"ants": 8})  # a class added: every label would now mean another class
+    write_class_folders(tmp_path / "imgs", {"ants": 8})  # a class added: every label would now mean another class
     with pytest.raises(ConfigError, match=r"the data's classes \['ants', 'cats', 'dogs'\] are not the run's classes"):
         run(tiny(tmp_path, **common, steps=3, name="pets", resume="last"))

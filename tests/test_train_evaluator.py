@@ -4,12 +4,9 @@ The digits evaluator is fitted once per module on a seeded, random 1400 of sciki
 other 397 are real digits the classifier never saw: they stand in for a perfect generator.
 """
 
-import importlib.machinery
 import importlib.util
 import json
 import math
-import sys
-import types
 
 import pytest
 import torch
@@ -18,6 +15,7 @@ from fastgp.train import evaluator as ev_mod
 from fastgp.train.evaluator import ImageEvaluator, describe
 from fastgp.train.frechet import (INCEPTION_WEIGHTS_ENV, feature_moments, fid_status, frechet_distance,
                                   frechet_distance_from_moments)
+from train_helpers import fake_torch_fidelity
 
 EPS = torch.finfo(torch.float64).eps
 
@@ -419,39 +417,8 @@ def test_fid_status_says_why_not_when_no_library_is_installed(monkeypatch):
     assert "torchmetrics[image]" in fid_status()
 
 
-def _fake_torch_fidelity(monkeypatch, with_weights_arg=True):
-    """A stand-in torch_fidelity whose 'Inception' features are per-channel pixel statistics: it checks the wiring
-    (local weights path passed, uint8 RGB input, FD on its features), not Inception itself."""
-    built = []
-
-    class FakeInception(torch.nn.Module):
-        def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
-            super().__init__()
-            assert feature_extractor_weights_path is not None  # None would make torch-fidelity download
-            built.append(feature_extractor_weights_path)
-
-        def forward(self, x):
-            assert x.dtype == torch.uint8 and x.shape[1] == 3
-            x = x.float()
-            return (torch.cat([x.mean((2, 3)), x.std((2, 3)), x[:, :, ::2].mean((2, 3))], 1),)
-
-    if not with_weights_arg:
-        def __init__(self, name, features_list, **kwargs):
-            torch.nn.Module.__init__(self)
-        FakeInception.__init__ = __init__
-    pkg = types.ModuleType("torch_fidelity")
-    pkg.__spec__ = importlib.machinery.ModuleSpec("torch_fidelity", None)
-    sub = types.ModuleType("torch_fidelity.feature_extractor_inceptionv3")
-    sub.FeatureExtractorInceptionV3 = FakeInception
-    pkg.feature_extractor_inceptionv3 = sub
-    monkeypatch.setitem(sys.modules, "torch_fidelity", pkg)
-    monkeypatch.setitem(sys.modules, "torch_fidelity.feature_extractor_inceptionv3", sub)
-    monkeypatch.setattr("torch.hub.load_state_dict_from_url", lambda *a, **k: pytest.fail("a download was attempted"))
-    return built, FakeInception
-
-
 def test_fid_wiring_with_a_mocked_torch_fidelity(monkeypatch, tmp_path):
-    built, fake = _fake_torch_fidelity(monkeypatch)
+    built, fake = fake_torch_fidelity(monkeypatch)
     monkeypatch.setattr("torch.hub.get_dir", lambda: str(tmp_path / "hub"))
     monkeypatch.delenv(INCEPTION_WEIGHTS_ENV, raising=False)
     missing = fid_status()
@@ -472,11 +439,12 @@ def test_fid_wiring_with_a_mocked_torch_fidelity(monkeypatch, tmp_path):
     expected = frechet_distance(net(to_u8(generated))[0].double(), net(to_u8(held_out))[0].double())
     assert m["fid"] == pytest.approx(expected, rel=1e-9)
     assert "FID" in describe(m)
+    assert "fid" not in fitted.evaluate(generated, fid=False)  # the trainer's periodic evaluations on a CPU
     assert "fid" not in ImageEvaluator.fit(x, y, steps=2, cache_dir=False, fid=False).evaluate(generated)
 
 
 def test_fid_refuses_a_torch_fidelity_that_would_download(monkeypatch, tmp_path):
-    _fake_torch_fidelity(monkeypatch, with_weights_arg=False)
+    fake_torch_fidelity(monkeypatch, with_weights_arg=False)
     weights = tmp_path / "inception.pth"
     weights.write_bytes(b"weights")
     assert "upgrade torch-fidelity" in fid_status(str(weights))

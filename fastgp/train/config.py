@@ -133,8 +133,13 @@ class TrainConfig:
                              at_least=0)
     ckpt_every: int = _opt(500, "steps between periodic checkpoints (0 = only last.pt)", "run", at_least=0)
     keep_ckpts: int = _opt(3, "periodic checkpoints kept (last.pt is always kept)", "run", at_least=0)
-    eval_samples: int = _opt(2500, "samples drawn for the toy mode-coverage metrics (VEEGAN protocol)", "run",
-                             at_least=1)
+    eval_every: int = _opt(500, "steps between evaluations: the mode metrics of the ring and grid, the image "
+                           "quality of labelled images (0 = only at the end)", "run", at_least=0)
+    eval_samples: int = _opt(2500, "samples drawn for an evaluation (the toy mode metrics of the VEEGAN protocol, the "
+                             "image-quality metrics, at least 2)", "run", at_least=1)
+    eval_cache: Optional[str] = _opt(None, "folder of the image evaluator's trained classifier, keyed by the data (a "
+                                     "later run or a resume on the same images loads it instead of training it)",
+                                     "run", auto="$XDG_CACHE_HOME/fastgp or ~/.cache/fastgp")
     resume: Optional[str] = _opt(None, "continue a run: 'last' (OUT_DIR/NAME/checkpoints/last.pt) or a checkpoint "
                                  "path; its config is the base that explicit flags override", "run")
     overwrite: bool = _opt(False, "start afresh in a run directory that already holds a run", "run")
@@ -381,6 +386,9 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
         ema_kimg=_auto(cfg.ema_kimg, cfg.batch_size * 10 / 32),
         name=_auto(cfg.name, f"{cfg.data}-{cfg.loss}"))
     check_ranges(out)
+    if image and out.eval_samples < 2:
+        raise ConfigError(f"option 'eval_samples' (--eval-samples) must be >= 2 with image data (the image-quality "
+                          f"metrics compare statistics of the samples), got {out.eval_samples}")
     if out.d_norm == "batch" and penalty_weight(out) > 0:
         raise ConfigError(
             "d_norm='batch' is refused with a gradient penalty: BatchNorm makes each critic score depend on the "

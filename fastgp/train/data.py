@@ -96,12 +96,13 @@ class SwissRoll(Dataset):
 class TensorDataset(Dataset):
     """A finite dataset in memory; each epoch is a seeded permutation, the last partial batch dropped.
 
-    A labelled one also holds `labels` (int64, one per sample) and `classes` (their names in label order)."""
+    A labelled one also holds `labels` (int64, one per sample) and `classes` (their names in label order); an
+    unlabelled one may say why it has none in `unlabelled_reason`."""
 
     def __init__(self, kind: str, data: torch.Tensor, labels: Optional[torch.Tensor] = None,
-                 classes: Optional[List[str]] = None):
+                 classes: Optional[List[str]] = None, unlabelled_reason: Optional[str] = None):
         self.kind, self.data, self.shape = kind, data, tuple(data.shape[1:])
-        self.labels, self.classes = labels, classes
+        self.labels, self.classes, self.unlabelled_reason = labels, classes, unlabelled_reason
         self._perm: Optional[Tuple[int, torch.Tensor]] = None
 
     def __len__(self):
@@ -331,16 +332,32 @@ def _class_folders(folder: str) -> Tuple[List[str], List[str], List[int]]:
     return classes, files, labels
 
 
+def _folder_labels(folder: str, files: List[str]):
+    """(classes, labels, None) when every image lies under one of >= 2 sub-folders of `folder` (the classes, sorted
+    like a conditional run's), else (None, None, why not). The labels of an unconditional run, for evaluation."""
+    tops = [os.path.relpath(f, folder).split(os.sep, 1) for f in files]
+    loose = [t[0] for t in tops if len(t) == 1]
+    if loose:
+        return None, None, (f"{len(loose)} of its {len(files)} images lie outside class sub-folders ({loose[0]!r}"
+                            f"{', ...' if len(loose) > 1 else ''}); labelled images need one sub-folder per class")
+    classes = sorted({t[0] for t in tops})
+    if len(classes) < 2:
+        return None, None, f"all its images are in one sub-folder ({classes[0]!r}): a single class"
+    index = {c: i for i, c in enumerate(classes)}
+    return classes, torch.tensor([index[t[0]] for t in tops], dtype=torch.int64), None
+
+
 def load_image_folder(folder: str, size: int, channels: int, conditional: bool = False) -> TensorDataset:
     """Every image file under `folder` (recursively), center-cropped square, resized, scaled to [-1, 1].
-    Conditional: one sub-folder per class, the folder names are the classes."""
+    Conditional: one sub-folder per class, the folder names are the classes. Unconditional: the same labels when
+    the folder is laid out that way (the image-quality metrics use them), in the order of the sorted file paths."""
     try:
         from PIL import Image
     except ImportError:
         raise ConfigError("data=images needs Pillow: pip install 'fastgp[train]'") from None
     if not os.path.isdir(folder):
         raise ConfigError(f"data_path {folder!r} is not a folder (data=images needs a folder of image files)")
-    classes, labels = None, None
+    classes, labels, why = None, None, None
     if conditional:
         classes, files, found = _class_folders(folder)
         labels = torch.tensor(found, dtype=torch.int64)
@@ -348,6 +365,8 @@ def load_image_folder(folder: str, size: int, channels: int, conditional: bool =
         files = _image_files(folder)
     if not files:
         raise ConfigError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) under {folder!r}")
+    if not conditional:
+        classes, labels, why = _folder_labels(folder, files)
     out = torch.empty(len(files), channels, size, size)
     for i, path in enumerate(files):
         try:
@@ -359,7 +378,7 @@ def load_image_folder(folder: str, size: int, channels: int, conditional: bool =
                               "or raise PIL.Image.MAX_IMAGE_PIXELS if the file is trusted") from None
         except Exception as e:  # any decoder failure (OSError, SyntaxError, ValueError ...) is a bad file
             raise ConfigError(f"cannot read image {path!r}: {type(e).__name__}: {e}") from None
-    return TensorDataset("images", out, labels, classes)
+    return TensorDataset("images", out, labels, classes, why)
 
 
 def load_digits() -> TensorDataset:

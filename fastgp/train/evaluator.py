@@ -365,7 +365,8 @@ class ImageEvaluator:
             self._baselines[n] = self._score(self._train_probs[idx], self._train_features[idx], n)
         return dict(self._baselines[n])
 
-    def evaluate(self, generated_images: torch.Tensor, labels: Any = None) -> Dict[str, Union[int, float]]:
+    def evaluate(self, generated_images: torch.Tensor, labels: Any = None, *,
+                 fid: bool = True) -> Dict[str, Union[int, float]]:
         """Metrics of N >= 2 generated images (shaped like the real ones), as a flat dict of JSON numbers.
 
         A sample's class is the classifier's top class, its confidence that class's probability.
@@ -386,8 +387,8 @@ class ImageEvaluator:
         - with `labels` (conditional generation; values among `classes`): ``class_accuracy_<c>``, the share of the
           samples generated for class c that the classifier puts in c, for each c among the labels, and
           ``class_accuracy_mean``, their mean over those classes.
-        - ``fid``: Inception FID against the held-out real images, only when `fid_reason` is None (the Inception
-          network runs on the device of `generated_images`).
+        - ``fid``: Inception FID against the held-out real images, only when `fid_reason` is None and `fid` is true
+          (the Inception network runs on the device of `generated_images`; on a CPU it takes minutes).
         """
         x = _as_images(generated_images, "generated_images", self._shape)
         if x.shape[0] < 2:
@@ -398,7 +399,7 @@ class ImageEvaluator:
         metrics["classifier_accuracy"] = self.holdout_accuracy
         if labels is not None:
             metrics.update(self._class_accuracy(probs, _as_labels(labels, x.shape[0], "labels")))
-        if self.fid_reason is None:
+        if fid and self.fid_reason is None:
             if self._fid is None:
                 self._fid = InceptionFID(self._fid_real, device=generated_images.device)
             metrics["fid"] = self._fid.score(generated_images.detach())

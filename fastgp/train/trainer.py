@@ -23,10 +23,11 @@ from torch.nn.parallel import DistributedDataParallel
 
 import fastgp
 
-from . import checkpoint, distributed, regularizers
+from . import checkpoint, distributed, image_quality, regularizers
 from .config import STRUCTURAL_REASONS, TOY_DATA, ZERO_CENTERED, ConfigError, TrainConfig, differences, from_dict, overlay, resolve, to_dict
 from .data import TableDataset, TensorDataset, ToyMixture, build_dataset, real_samples, shard
 from .ema import GeneratorEMA
+from .evaluator import describe
 from .metrics import mode_metrics
 from .models import build_models
 from .rundir import RunDir
@@ -78,8 +79,9 @@ def prepare(overrides: Optional[Dict[str, Any]] = None):
                                          f"{run_dir(here)!r}); pass --name/--out-dir of the run or a path")
     ckpt = checkpoint.load(path)
     # 'last' continues the run directory it was found in; a path goes to --out-dir/--name or their defaults
-    # (the name's default then follows the checkpoint's data and loss)
-    placement = {"out_dir": cfg.out_dir, "name": here.name if cfg.resume == "last" else cfg.name}
+    # (the name's default then follows the checkpoint's data and loss); the evaluator cache is this machine's too
+    placement = {"out_dir": cfg.out_dir, "name": here.name if cfg.resume == "last" else cfg.name,
+                 "eval_cache": cfg.eval_cache}
     try:
         saved = resolve(from_dict(ckpt["config"]))
     except ConfigError as e:
@@ -179,6 +181,10 @@ class Trainer:
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
 
         self._fixed_inputs()
+        self.quality = image_quality.prepare(cfg, self.data, self.classes is not None, self.info.main)
+        if self.quality is not None and self.info.main:
+            print(f"fastgp-train: {self.quality.note}")
+        self.final_metrics: Dict[str, Any] = {}
         self.step = 0
         self.records: List[Dict[str, Any]] = []
         self.dir = run_dir(cfg)
@@ -555,21 +561,56 @@ class Trainer:
         return self.ema.module if self.ema is not None else self.G
 
     @torch.no_grad()
-    def generate(self, z: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Samples of the sampling generator (in eval mode) for noise z (and class labels, conditional), on the CPU."""
-        net = self.sampling_generator()
+    def generate(self, z: torch.Tensor, labels: Optional[torch.Tensor] = None,
+                 net: Optional[torch.nn.Module] = None) -> torch.Tensor:
+        """Samples of the sampling generator, or of `net`, in eval mode, for noise z (and class labels, conditional),
+        on the CPU."""
+        net = self.sampling_generator() if net is None else net
         chunks = z.split(4096)
         label_chunks = labels.split(4096) if labels is not None else [None] * len(chunks)
         with eval_mode(net):
             return torch.cat([self.call(net, c.to(self.device), None if y is None else y.to(self.device)).float()
                               for c, y in zip(chunks, label_chunks)]).cpu()
 
-    def evaluate(self) -> Dict[str, Any]:
-        """Toy mode metrics on the fixed noise (eval_samples points), in the mixture's native units."""
-        if not isinstance(self.data, ToyMixture):
+    def evaluate(self, final: bool = False) -> Dict[str, Any]:
+        """Metrics of the sampling generator on fixed inputs (eval_samples of them): the mode metrics of the ring and
+        grid, in the mixture's native units, or the image-quality metrics of labelled images (image_quality.py),
+        with Inception FID, where available, at the end (and every time on a GPU). `final` in an EMA run: the raw
+        generator's metrics too, under 'raw_generator'. {} where there is nothing to measure."""
+        if isinstance(self.data, ToyMixture):
+            samples = self.data.to_native(self.generate(self.fixed_noise))
+            return mode_metrics(samples, self.data.centers, self.data.std)
+        if self.quality is None or self.quality.evaluator is None:
             return {}
-        samples = self.data.to_native(self.generate(self.fixed_noise))
-        return mode_metrics(samples, self.data.centers, self.data.std)
+        fid = final or self.device.type == "cuda"
+        metrics: Dict[str, Any] = self.quality.score(self.generate, fid, self.device)
+        if final and self.ema is not None:
+            metrics["raw_generator"] = self.quality.score(
+                lambda z, y: self.generate(z, y, net=self.G), fid, self.device)
+        return metrics
+
+    def _generator_name(self) -> str:
+        return "ema" if self.ema is not None else "raw"
+
+    def _evaluate_and_log(self, final: bool, bar) -> Dict[str, Any]:
+        """evaluate(), logged to metrics.jsonl (the raw generator's final metrics in a record of kind 'eval_raw')
+        and, for images, printed."""
+        metrics = self.evaluate(final)
+        if not metrics:
+            return metrics
+        raw = metrics.get("raw_generator")
+        self._log({"kind": "eval", "step": self.step, "generator": self._generator_name(),
+                   **{k: v for k, v in metrics.items() if k != "raw_generator"}})
+        if raw is not None:
+            self._log({"kind": "eval_raw", "step": self.step, "generator": "raw", **raw})
+        if "coverage" in metrics and not final:  # the final figures are printed with the summary
+            line = f"fastgp-train: step {self.step} ({self._generator_name()} generator): {describe(metrics)}"
+            line = line.replace("\n", "\n  ")
+            if bar is not None:
+                bar.write(line)  # above the progress bar, on stdout
+            else:
+                print(line, flush=True)
+        return metrics
 
     def pictures(self, final: bool, metrics: Optional[Dict[str, Any]] = None) -> None:
         """Fixed-noise samples as a PNG (samples/step_*.png); at the end samples.png and losses.png too."""
@@ -577,7 +618,7 @@ class Trainer:
         fake = self.generate(self.fixed_noise, self.fixed_labels)
         path = self.files.file(os.path.join("samples", f"step_{self.step:07d}.png"))
         title = f"{cfg.name}: step {self.step}"
-        if metrics:
+        if metrics and "modes" in metrics:
             title += f", {metrics['modes']}/{metrics['n_modes']} modes, {metrics['hq_percent']:.1f}% HQ"
         from . import plots
 
@@ -649,12 +690,15 @@ class Trainer:
                         bar.set_postfix({"D": f"{record['loss_d']:.3g}", "G": f"{record['loss_g']:.3g}",
                                          "pen": f"{record.get('penalty', 0):.3g}",
                                          "|grad|": f"{record.get('grad_norm', 0):.3g}"}, refresh=False)
-                if (cfg.sample_every and self.step % cfg.sample_every == 0) or last:
+                evaluating = (cfg.eval_every and self.step % cfg.eval_every == 0) or last
+                drawing = (cfg.sample_every and self.step % cfg.sample_every == 0) or last
+                if evaluating or drawing:
                     self._check_finite()
-                    if main:
-                        metrics = self.evaluate()
-                        if metrics:
-                            self._log({"kind": "eval", "step": self.step, **metrics})
+                if main:
+                    metrics = self._evaluate_and_log(last, bar) if evaluating else None
+                    if last:
+                        self.final_metrics = metrics
+                    if drawing:
                         self.pictures(final=last, metrics=metrics)
                 if (cfg.ckpt_every and self.step % cfg.ckpt_every == 0) or last:
                     self.save()
@@ -666,7 +710,8 @@ class Trainer:
         if start >= cfg.steps:  # nothing to do (resumed a finished run): still write the pictures
             self._check_finite()
             if main:
-                self.pictures(final=True, metrics=self.evaluate())
+                self.final_metrics = self.evaluate(final=True)
+                self.pictures(final=True, metrics=self.final_metrics)
         distributed.barrier(self.info)
         return self._summary(start, time.perf_counter() - t_start, time.process_time() - cpu_start)
 
@@ -676,9 +721,15 @@ class Trainer:
                                    "steps_this_run": self.step - start, "seconds": round(seconds, 2),
                                    "cpu_seconds": round(cpu_seconds, 2),
                                    "device": str(self.device), "backend": self.backend, "processes": self.info.world}
-        summary.update(self.evaluate() if self.info.main else {})
         if not self.info.main:
             return summary
+        summary.update(self.final_metrics)
+        if "coverage" in summary:
+            summary["generator"] = self._generator_name()
+        if self.quality is not None and self.quality.evaluator is None:
+            summary["image_metrics_unavailable"] = self.quality.reason
+        elif self.quality is not None and self.quality.evaluator.fid_reason:
+            summary["fid_unavailable"] = self.quality.evaluator.fid_reason
         trained = summary["steps_this_run"] > 0
         previous = os.path.join(self.dir, "summary.json")
         if not trained and os.path.isfile(previous):  # a finished run resumed: keep the timing of its training
@@ -702,6 +753,12 @@ class Trainer:
                   f"(VEEGAN protocol: {cfg.eval_samples} samples, within 3 std of a mode)")
         elif cfg.data in TOY_DATA:
             print(f"  {cfg.data}: no mode metric for this dataset")
+        if "coverage" in summary:
+            what = "EMA generator" if self.ema is not None else "generator"
+            print(f"  {cfg.data} quality ({what}, {summary['samples']} samples): "
+                  + describe(summary).replace("\n", "\n    "))
+            if "raw_generator" in summary:
+                print("  raw generator (no EMA): " + describe(summary["raw_generator"]).replace("\n", "\n    "))
         print(f"  run directory: {self.dir}")
         print(f"  files written: {self.files.listing()}")
         return summary
