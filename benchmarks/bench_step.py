@@ -11,6 +11,10 @@ Providers:
                  corrected by lazy_adam_hparams); one timed call is k steps,
                  the report divides by k
   r1-eager, r1-fastgp, r1-lazy16  the same for R1 (gamma/2 ||grad D(real)||^2)
+  frac50, frac25 the fastgp penalty every step on the fastest backend with
+                 batch_fraction 0.5 / 0.25: only the first half / quarter of
+                 the batch goes through the penalty's double backward
+                 (fastgp-train --gp-batch-fraction)
   arith-*        the penalty arithmetic alone (interpolation + norm + penalty
                  forward and backward, no critic) at the step's shape, so the
                  report can say what share of a step it is
@@ -30,7 +34,8 @@ from .critics import CASES
 LR, BETAS = 1e-4, (0.0, 0.9)   # WGAN-GP's Adam
 GAMMA = 10.0                   # R1's gamma
 STEP_PROVIDERS = ("floor", "eager", "cpp", "cuda", "triton", "lazy4", "lazy16", "r1-eager", "r1-fastgp", "r1-lazy16",
-                  "arith-eager", "arith-cpp", "arith-cuda", "arith-triton")
+                  "frac50", "frac25", "arith-eager", "arith-cpp", "arith-cuda", "arith-triton")
+FRACTIONS = {"frac50": 0.5, "frac25": 0.25}
 
 
 def _fastest(device):
@@ -47,23 +52,29 @@ def _need(name):
 
 
 def _reference_r1(critic, real):
-    """R1 from the reference: gradient at the real samples, zero-centered penalty."""
+    """R1 as written by hand: gradient at the real samples, zero-centered penalty
+    with the common eager formula (reference.handwritten_penalty)."""
     x = real.detach().requires_grad_(True)
     out = critic(x)
     (g,) = torch.autograd.grad(out, x, torch.ones_like(out), create_graph=True)
-    return reference.penalty_from_grads([g], weight=GAMMA / 2, center=0.0)[0]
+    return reference.handwritten_penalty(g, weight=GAMMA / 2, center=0.0)
 
 
 def _penalty(provider, device):
     """(name of the fastgp backend or None, penalty(critic, real, fake))."""
     if provider == "eager":
-        return None, lambda critic, real, fake: reference.gradient_penalty(critic, real, fake, weight=P.WEIGHT)
+        return None, lambda critic, real, fake: reference.handwritten_gradient_penalty(critic, real, fake,
+                                                                                       weight=P.WEIGHT)
     if provider == "r1-eager":
         return None, lambda critic, real, fake: _reference_r1(critic, real)
     if provider.startswith("r1-"):
         r1 = _need("r1_penalty")
         backend = P.BACKEND_OF[_fastest(device)]
         return backend, lambda critic, real, fake: r1(critic, real, gamma=GAMMA, backend=backend)
+    if provider in FRACTIONS:
+        backend, fraction = P.BACKEND_OF[_fastest(device)], FRACTIONS[provider]
+        return backend, lambda critic, real, fake: fastgp.gradient_penalty(critic, real, fake, weight=P.WEIGHT,
+                                                                          backend=backend, batch_fraction=fraction)
     name = _fastest(device) if provider.startswith("lazy") else provider
     why = P.unavailable(name, device)
     if why:
@@ -169,4 +180,5 @@ def test_step(record, pytestconfig, environment, device, case, provider):
     rounds = pytestconfig.getoption("--bench-rounds") or (1 if matrix == "smoke" else 3 if device.type == "cpu" else 10)
     record(fn, group=f"step {case.name} B={batch}", pedantic_rounds=rounds, kind="step", model=case.name,
            batch=batch, sample=list(case.sample), provider=provider, backend=backend, penalty_every=every,
-           steps_per_call=steps, params=sum(p.numel() for p in critic.parameters()), dtype="float32")
+           steps_per_call=steps, params=sum(p.numel() for p in critic.parameters()), dtype="float32",
+           batch_fraction=FRACTIONS.get(provider, 1.0))

@@ -44,6 +44,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import fastgp  # noqa: E402
 from benchmarks import providers  # noqa: E402
 from fastgp import backends  # noqa: E402
+from fastgp.backends.shared import REDUCTION_CODES  # noqa: E402
 from fastgp._ext import state  # noqa: E402
 
 BANDWIDTH_SHAPES = [(4096, 1024), (256, 3, 64, 64), (1_000_000, 2)]
@@ -56,8 +57,8 @@ SPEEDUP_VS_EAGER = 3.0
 SPEEDUP_VS_COMPILED = 1.0
 MAX_LAUNCHES = 4
 WEIGHT = providers.WEIGHT
-# The backends' positional signature: penalty(grads, inv_scale, weight, center, power, one_sided, reduction).
-PENALTY_ARGS = (WEIGHT, 1.0, 2.0, False, "mean")
+# The Backend protocol's signature: penalty_forward(grads, inv_scale, weight, center, power, one_sided, reduction).
+PENALTY_ARGS = (WEIGHT, 1.0, 2.0, False, REDUCTION_CODES["mean"])
 
 
 def shape_name(shape) -> str:
@@ -149,7 +150,7 @@ class Bench:
         self.timer = Timer(self.device, args.min_time_s, args.repeats)
         self.deadline = time.monotonic() + args.budget_s
         self.rows, self.errors, self.skipped, self.launches = [], [], [], {}
-        self.impls = {n: backends.implementation(n) for n in ("cpp", "triton")
+        self.impls = {n: backends.get(n) for n in ("cpp", "triton")
                       if backends.unavailable_reason(n, self.device) is None}
         self.unavailable = {n: backends.unavailable_reason(n, self.device) for n in ("cpp", "triton")
                             if n not in self.impls}
@@ -194,20 +195,18 @@ class Bench:
         go = torch.ones((), device=self.device)
         for name, impl in self.impls.items():
             self.record(case, "interpolate", name, lambda: impl.interpolate(real, fake, alpha), 3 * n * es)
-            self.record(case, "forward", name, lambda: impl.penalty([g], None, *PENALTY_ARGS), n * es)
-            _, norms = impl.penalty([g], None, *PENALTY_ARGS)
-            backward_op = (torch.ops.fastgp.penalty_backward if name == "cpp"
-                           else torch.ops.fastgp.triton_penalty_backward)
+            self.record(case, "forward", name, lambda: impl.penalty_forward([g], None, *PENALTY_ARGS), n * es)
+            _, norms = impl.penalty_forward([g], None, *PENALTY_ARGS)
             self.record(case, "backward", name,
-                        lambda: backward_op(go, [g], norms, None, WEIGHT, 1.0, 2.0, False, 1), 2 * n * es)
+                        lambda: impl.penalty_backward(go, [g], norms, None, *PENALTY_ARGS), 2 * n * es)
             gr = g.detach().requires_grad_(True)
             self.record(case, "forward+backward", name,
-                        lambda: torch.autograd.grad(impl.penalty([gr], None, *PENALTY_ARGS)[0], [gr]))
+                        lambda: torch.autograd.grad(impl.penalty_forward([gr], None, *PENALTY_ARGS)[0], [gr]))
             key = f"{name} {shape_name(shape)} {dtype_name}"
             if key not in self.launches and not self.out_of_time():
                 def gp_call():
                     impl.interpolate(real, fake, alpha)
-                    torch.autograd.grad(impl.penalty([gr], None, *PENALTY_ARGS)[0], [gr])
+                    torch.autograd.grad(impl.penalty_forward([gr], None, *PENALTY_ARGS)[0], [gr])
                 try:
                     self.launches[key] = count_kernels(gp_call, self.device)
                 except Exception as e:

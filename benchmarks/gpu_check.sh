@@ -164,6 +164,12 @@ pytest_step() {
   require "tests failed: $name"
 }
 pytest_step cuda-tests 180 tests-cuda.xml tests/test_cuda.py tests/test_cuda_review.py --maxfail=20
+# The op matrix (values against the float64 reference, layouts, opcheck) on the
+# CUDA device, for the extension's kernels and Triton's.
+if [ "$HAS_GPU" = 1 ]; then
+  pytest_step cuda-matrix 150 tests-cuda-matrix.xml tests/test_penalty.py tests/test_interpolate.py \
+    tests/test_opcheck.py tests/test_semantics.py --backends=cpp,triton -k cuda -m "not heavy" --maxfail=20
+fi
 pytest_step launch-plan-tests 90 tests-launch-plan.xml tests/test_launch_plan.py
 # On a GPU the Triton kernels run there; their interpreted runs (slow subprocesses) are left to the CPU suite.
 pytest_step triton-tests 150 tests-triton.xml tests/test_triton_kernels.py tests/test_triton.py \
@@ -177,7 +183,7 @@ if [ -z "$SANITIZER" ] && [ -n "${CUDA_HOME:-}" ] && [ -x "$CUDA_HOME/bin/comput
 fi
 cat >"$OUT/sanitizer_cases.py" <<'EOF'
 import torch
-import fastgp.ops  # noqa: F401
+import fastgp  # noqa: F401  registers the ops (and their autograd)
 dev = "cuda"
 cases = [(3, 40000), (2000, 2), (64, 16), (5, 3, 33, 17)]
 for shape in cases:

@@ -1,12 +1,16 @@
 """Turns pytest-benchmark JSON from the fastgp suites into a markdown report
 (times, ratios vs the eager reference and vs torch.compile, % of the copy
-bandwidth measured in the same run, which targets are met or missed per shape)
-and a PNG chart.
+bandwidth measured in the same run, the call overhead of the public API,
+which targets are met or missed per shape) and a PNG chart.
 
-    python -m benchmarks.report benchmarks/results/cpu/*.json \
-        --out benchmarks/results/cpu/report.md --chart benchmarks/results/cpu/chart.png
+    python -m benchmarks.report OUT/raw/*.json --summary OUT/summary.json \
+        --out OUT/report.md --chart OUT/chart.png
+    python -m benchmarks.report OUT/summary.json --out OUT/report.md --chart OUT/chart.png
 
-Needs no torch; the chart needs matplotlib (the "bench" extra).
+The summary is the compact form of the raw files (every statistic, no
+per-round samples): the committed results keep it, and the report and chart
+can be regenerated from it alone. Needs no torch; the chart needs matplotlib
+(the "bench" extra).
 """
 
 from __future__ import annotations
@@ -45,16 +49,49 @@ class Result:
         return self.info.get("kind", "op")
 
 
+SUMMARY_FORMAT = "fastgp-benchmark-summary"
+SUMMARY_STATS = ("min", "max", "mean", "median", "stddev", "iqr", "rounds", "iterations")
+SUMMARY_MACHINE = ("machine", "system", "release", "python_version")
+
+
+def _runs_and_benchmarks(path: str) -> Tuple[List[dict], List[dict]]:
+    """The runs and the benchmarks (pytest-benchmark's layout) of a raw file or a summary."""
+    with open(path) as f:
+        data = json.load(f)
+    if data.get("format") == SUMMARY_FORMAT:
+        return data["runs"], data["results"]
+    machine = data.get("machine_info", {})
+    run = {"file": os.path.basename(path), "datetime": data.get("datetime"), "commit": data.get("commit_info", {}),
+           "machine": {**{k: machine.get(k) for k in SUMMARY_MACHINE},
+                       "cpu": (machine.get("cpu") or {}).get("brand_raw"),
+                       "cpu_count": (machine.get("cpu") or {}).get("count")}}
+    return [run], data.get("benchmarks", [])
+
+
 def load(paths: Iterable[str], stat: str = "median") -> Tuple[List[Result], List[dict]]:
     results, runs = [], []
     for path in paths:
-        with open(path) as f:
-            data = json.load(f)
-        runs.append({"path": path, "datetime": data.get("datetime"), "machine": data.get("machine_info", {}),
-                     "commit": data.get("commit_info", {})})
-        for b in data.get("benchmarks", []):
+        file_runs, benchmarks = _runs_and_benchmarks(path)
+        runs += file_runs
+        for b in benchmarks:
             results.append(Result(b["name"], b.get("group") or "", float(b["stats"][stat]), b.get("extra_info", {})))
     return results, runs
+
+
+def write_summary(paths: Iterable[str], out: str) -> None:
+    """The compact summary of raw pytest-benchmark files (or of summaries):
+    every statistic and the recorded environment, no per-round samples."""
+    runs, results = [], []
+    for path in paths:
+        file_runs, benchmarks = _runs_and_benchmarks(path)
+        runs += file_runs
+        results += [{"name": b["name"], "group": b.get("group") or "",
+                     "stats": {k: b["stats"][k] for k in SUMMARY_STATS if k in b["stats"]},
+                     "extra_info": b.get("extra_info", {})} for b in benchmarks]
+    with open(out, "w") as f:
+        json.dump({"format": SUMMARY_FORMAT, "version": 1, "runs": runs, "results": results}, f, indent=1,
+                  sort_keys=True)
+        f.write("\n")
 
 
 # ------------------------------------------------------------------ formatting
@@ -103,7 +140,22 @@ def _order(names: Iterable[str]) -> List[str]:
 
 
 # ------------------------------------------------------------------ op results
-class Ops:
+class Cells:
+    """Results indexed by a key -> provider -> result."""
+
+    cells: Dict[tuple, Dict[str, Result]]
+
+    def time(self, key, provider) -> Optional[float]:
+        r = self.cells.get(key, {}).get(provider)
+        return None if r is None else r.seconds
+
+    def quotient(self, key, numerator: str, denominator: str) -> Optional[float]:
+        """numerator's time over denominator's."""
+        a, b = self.time(key, numerator), self.time(key, denominator)
+        return None if a is None or b is None else a / b
+
+
+class Ops(Cells):
     """Op results indexed by (pass, shape_id, dtype) -> provider -> result."""
 
     def __init__(self, results: List[Result]):
@@ -123,14 +175,9 @@ class Ops:
         # in matrix order: by family then size, as recorded
         return sorted(ks, key=lambda k: (k[2], _numel_of(self.cells[k]), k[1]))
 
-    def time(self, key, provider) -> Optional[float]:
-        r = self.cells.get(key, {}).get(provider)
-        return None if r is None else r.seconds
-
     def ratio(self, key, baseline: str, provider: str) -> Optional[float]:
         """How many times faster `provider` is than `baseline`."""
-        b, p = self.time(key, baseline), self.time(key, provider)
-        return None if b is None or p is None else b / p
+        return self.quotient(key, baseline, provider)
 
     def bandwidth(self, key, provider) -> Optional[float]:
         r = self.cells.get(key, {}).get(provider)
@@ -157,12 +204,14 @@ def _numel_of(cell: Dict[str, Result]) -> int:
 class Target:
     label: str
     device: str
-    pass_name: str
-    applies: Callable[[str, int], bool]     # (shape_id, numel) -> bool
-    metric: str                             # "x eager", "x compile", "x lerp", "% copy"
+    pass_name: str                          # op results: the pass; overhead: the op; step: "step"
+    applies: Callable[[str, int], bool]     # (shape_id or model, numel or batch) -> bool
+    metric: str                             # "x eager", "x compile", "x lerp", "% copy", "public / raw"
     threshold: float
-    providers: Tuple[str, ...]
+    providers: Tuple[str, ...]              # op and step results: providers; overhead: backends
     dtypes: Tuple[str, ...] = ("float32",)
+    kind: str = "op"                        # which results: "op", "overhead" or "step"
+    at_most: bool = False                   # met when the value is at most the threshold
 
 
 def _is(*shape_ids):
@@ -206,7 +255,15 @@ TARGETS = [
            GPU_DTYPES),
     Target("fwd+bwd not slower than torch.compile (every shape)", "cuda", "fwdbwd", lambda s, n: True, "x compile",
            1.0, ("cuda", "triton"), GPU_DTYPES),
-]
+    # The public call costs at most twice the op it calls (the house issue), and a
+    # step with gradient_penalty is never slower than with the hand-written penalty.
+] + [Target(f"public {fn} at most 2x the raw op", device, op, _is("tabular_256x2"), "public / raw", 2.0,
+            backends, dtypes, kind="overhead", at_most=True)
+     for op, fn in (("interp", "interpolate"), ("forward", "penalty_from_grads"), ("fwdbwd", "penalty fwd+bwd"))
+     for device, backends, dtypes in (("cpu", ("cpp",), ("float32",)), ("cuda", ("cpp", "triton"), GPU_DTYPES))
+     ] + [Target("gradient_penalty step no slower than the hand-written one", device, "step",
+                 lambda model, batch: model in ("mlp-toy", "mlp-tabular", "dcgan"), "x eager", 1.0, fused, kind="step")
+          for device, fused in (("cpu", ("cpp",)), ("cuda", ("cuda", "triton")))]
 
 
 def _metric(ops: Ops, key, metric: str, provider: str) -> Optional[float]:
@@ -215,27 +272,101 @@ def _metric(ops: Ops, key, metric: str, provider: str) -> Optional[float]:
     return ops.ratio(key, metric.split()[1], provider)
 
 
-def evaluate_targets(ops: Ops, device: str) -> List[dict]:
+def evaluate_targets(ops: Ops, device: str, overhead: Optional["Overhead"] = None,
+                     steps: Optional[dict] = None) -> List[dict]:
     rows = []
     for t in TARGETS:
         if t.device != device:
             continue
-        keys = [k for k in ops.keys(t.pass_name) if k[2] in t.dtypes and t.applies(k[1], ops.numel(k))]
-        if not keys:
+        if t.kind == "op":
+            checks = _op_checks(ops, t)
+        elif t.kind == "overhead":
+            checks = _overhead_checks(overhead, t) if overhead is not None else []
+        else:
+            checks = _step_checks(steps, t) if steps is not None else []
+        if not checks:
             rows.append(dict(target=t, shape="(not in this run)", dtype="", provider="", value=None, met=None))
-        for k in keys:
-            for p in t.providers:
-                if p not in ops.cells[k]:
-                    continue
-                v = _metric(ops, k, t.metric, p)
-                rows.append(dict(target=t, shape=k[1], dtype=k[2], provider=p, value=v,
-                                 met=None if v is None else v >= t.threshold,
-                                 faults=ops.cells[k][p].info.get("page_faults_per_call")))
+        for shape, dtype, provider, v, faults in checks:
+            met = None if v is None else (v <= t.threshold if t.at_most else v >= t.threshold)
+            rows.append(dict(target=t, shape=shape, dtype=dtype, provider=provider, value=v, met=met, faults=faults))
     return rows
+
+
+def _op_checks(ops: Ops, t: Target):
+    keys = [k for k in ops.keys(t.pass_name) if k[2] in t.dtypes and t.applies(k[1], ops.numel(k))]
+    return [(k[1], k[2], p, _metric(ops, k, t.metric, p), ops.cells[k][p].info.get("page_faults_per_call"))
+            for k in keys for p in t.providers if p in ops.cells[k]]
+
+
+def _overhead_checks(overhead: "Overhead", t: Target):
+    keys = [k for k in overhead.keys(t.pass_name) if k[2] in t.dtypes and k[3] in t.providers and t.applies(k[1], 0)]
+    return [(k[1], k[2], k[3], overhead.quotient(k, "public", "raw"), None) for k in keys]
+
+
+def _step_checks(steps: dict, t: Target):
+    checks = []
+    for (model, batch), cell in sorted(steps.items()):
+        if not t.applies(model, batch) or "eager" not in cell:
+            continue
+        for p in t.providers:
+            if p in cell:
+                checks.append((f"{model} B={batch}", "float32", p,
+                               step_per_call(cell["eager"]) / step_per_call(cell[p]), None))
+    return checks
 
 
 def _fmt_metric(metric: str, v: Optional[float]) -> str:
     return fmt_pct(v) if metric == "% copy" else fmt_ratio(v)
+
+
+# ------------------------------------------------------------------ call overhead
+class Overhead(Cells):
+    """Overhead results indexed by (op, shape_id, dtype, backend) -> provider
+    ("raw", "public", or the baseline "eager"/"lerp", stored under every backend)."""
+
+    def __init__(self, results: List[Result]):
+        self.cells: Dict[Tuple[str, str, str, str], Dict[str, Result]] = defaultdict(dict)
+        baselines: Dict[Tuple[str, str, str], Dict[str, Result]] = defaultdict(dict)
+        for r in results:
+            if r.kind != "overhead":
+                continue
+            i = r.info
+            if i.get("backend"):
+                self.cells[(i["op"], i["shape_id"], i["dtype"], i["backend"])][i["provider"]] = r
+            else:
+                baselines[(i["op"], i["shape_id"], i["dtype"])][i["provider"]] = r
+        for (op, sid, dt, backend), cell in self.cells.items():
+            cell.update(baselines.get((op, sid, dt), {}))
+
+    def keys(self, op: str) -> List[Tuple[str, str, str, str]]:
+        return sorted(k for k in self.cells if k[0] == op)
+
+
+OVERHEAD_OPS = {"interp": "`fastgp.interpolate`", "forward": "`fastgp.penalty_from_grads` (forward)",
+                "fwdbwd": "`penalty_from_grads` forward + backward",
+                "gp": "`gradient_penalty` + backward, 1-layer critic"}
+
+
+def overhead_section(overhead: Overhead) -> List[str]:
+    if not overhead.cells:
+        return []
+    rows = []
+    for op in OVERHEAD_OPS:
+        for k in overhead.keys(op):
+            base = "lerp" if op == "interp" else "eager"
+            public_raw = overhead.quotient(k, "public", "raw")
+            rows.append([OVERHEAD_OPS[op], k[3], k[1], k[2], fmt_time(overhead.time(k, base)),
+                         fmt_time(overhead.time(k, "raw")), fmt_time(overhead.time(k, "public")),
+                         fmt_time(None if public_raw is None else overhead.time(k, "public") - overhead.time(k, "raw")),
+                         fmt_ratio(public_raw), fmt_ratio(overhead.quotient(k, base, "public"))])
+    return ["## Call overhead", "",
+            "What fastgp's Python layer (argument checks, backend resolution, the autograd wrapper) adds to the op "
+            "it calls, measured side by side in one run at a shape where the call, not the data, is the cost. "
+            "*raw* is the backend's op called directly, *public* the public function; the baseline is `torch.lerp` "
+            "(weight already shaped) for interpolation and the eager reference otherwise (for `gradient_penalty`: "
+            "`reference.handwritten_gradient_penalty`, the hand-written penalty). Target: public at most 2x raw.", ""] + \
+        table(["call", "backend", "shape", "dtype", "baseline", "raw", "public", "public - raw", "public / raw",
+               "baseline / public"], rows) + [""]
 
 
 # ------------------------------------------------------------------ sections
@@ -268,8 +399,9 @@ def environment_section(results: List[Result], runs: List[dict]) -> List[str]:
     return lines
 
 
-def targets_section(ops: Ops, device: str) -> List[str]:
-    rows = evaluate_targets(ops, device)
+def targets_section(ops: Ops, device: str, overhead: Optional[Overhead] = None,
+                    steps: Optional[dict] = None) -> List[str]:
+    rows = evaluate_targets(ops, device, overhead, steps)
     if not rows:
         return [f"No targets are defined for device {device!r}."]
     out = table(["target", "shape", "dtype", "provider", "measured", "required", "status"], [
@@ -283,7 +415,8 @@ def targets_section(ops: Ops, device: str) -> List[str]:
     if missed:
         out += ["Missed: " + "; ".join(missed) + "."]
     faulting = sorted({(r["shape"], r["provider"], r["faults"]) for r in rows
-                       if r["met"] is False and r["target"].metric == "% copy" and (r["faults"] or 0) >= FAULTS_NOTE})
+                       if r["met"] is False and r["target"].metric == "% copy"
+                       and (r.get("faults") or 0) >= FAULTS_NOTE})
     for shape, provider, faults in faulting:
         out += [f"- {shape} ({provider}): {faults:.0f} page faults per call (~{fmt_bytes(faults * 4096)} mapped afresh "
                 "each call): the output is larger than glibc malloc's mmap threshold (at most 32 MiB by default), so "
@@ -347,15 +480,18 @@ def step_section(results: List[Result]) -> List[str]:
            "One critic step: D(real), D(fake), the gradient penalty (through the critic, double backward), "
            "backward and an Adam step. *floor* has no penalty. *lazy k* applies the penalty every k steps with "
            "gain k in a regularization step of its own (time per step, averaged over k steps); *r1* is R1 on "
-           "the real samples (StyleGAN2 lazy-regularizes it every 16 steps). *arithmetic* is the penalty's own "
+           "the real samples (StyleGAN2 lazy-regularizes it every 16 steps). *GP on k%* regularizes only the first k% "
+           "of each batch (`batch_fraction`, `fastgp-train --gp-batch-fraction`). *arithmetic* is the penalty's own "
            "arithmetic (interpolation + norm + penalty forward and backward) without the critic, timed alone at the "
            "step's shape.", ""]
     present = {p for c in cells.values() for p in c}
     fused = [p for p in FUSED if p in present]
     lazy = sorted((p for p in present if p.startswith("lazy")), key=lambda p: int(p[4:]))
     r1 = [p for p in ("r1-eager", "r1-fastgp", "r1-lazy16") if p in present]
+    fractions = [p for p in ("frac50", "frac25") if p in present]
     columns = [("floor", "floor (no penalty)"), ("eager", "eager GP")] + [(p, f"{p} GP") for p in fused] + \
-        [(p, f"GP lazy {p[4:]}") for p in lazy] + [(p, p.replace("-", " ")) for p in r1] + \
+        [(p, f"GP lazy {p[4:]}") for p in lazy] + [(p, f"GP on {p[4:]}%") for p in fractions] + \
+        [(p, p.replace("-", " ")) for p in r1] + \
         [("arith-eager", "arithmetic eager")] + [(f"arith-{p}", f"arithmetic {p}") for p in fused]
     rows, notes = [], []
     for (model, batch), c in sorted(cells.items()):
@@ -378,6 +514,10 @@ def step_section(results: List[Result]) -> List[str]:
         for p in lazy:
             if t.get(p):
                 sentence += f"; lazy every {p[4:]} steps ({c[p].info.get('backend')}): {t[p] / floor:.2f}x the floor"
+        for p in fractions:
+            if t.get(p):
+                sentence += f"; penalty on {p[4:]}% of the batch ({c[p].info.get('backend')}): {t[p] / floor:.2f}x " \
+                            "the floor"
         if t.get("r1-eager") and t.get("r1-fastgp"):
             sentence += (f"; R1 every step: eager {t['r1-eager'] / floor:.2f}x, fastgp "
                          f"({c['r1-fastgp'].info.get('backend')}) {t['r1-fastgp'] / floor:.2f}x the floor")
@@ -417,8 +557,9 @@ def render(results: List[Result], runs: List[dict], stat: str, chart: Optional[s
         "% copy is achieved bytes/s over the copy's bytes/s at the same shape and dtype in the same run "
         "(bytes: interpolation reads 2 and writes 1 per element, forward reads g once, backward reads g and "
         "writes dL/dg once, copy reads and writes once).", ""]
-    if ops.cells:
-        out += ["## Targets", ""] + targets_section(ops, device) + [""]
+    overhead, steps = Overhead(results), _step_cells(results)
+    if ops.cells or overhead.cells or steps:
+        out += ["## Targets", ""] + targets_section(ops, device, overhead, steps) + [""]
     if chart:
         out += [f"![benchmark chart]({os.path.basename(chart)})", ""]
     if ops.cells:
@@ -426,7 +567,7 @@ def render(results: List[Result], runs: List[dict], stat: str, chart: Optional[s
         for p in PASSES:
             out += pass_section(ops, p)
         out += copy_section(ops)
-    out += step_section(results) + memory_section(results)
+    out += overhead_section(overhead) + step_section(results) + memory_section(results)
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -488,7 +629,8 @@ def draw_chart(results: List[Result], path: str) -> None:
     if steps:
         ax = axes[i]
         models = sorted(steps)
-        provs = [p for p in ("eager",) + FUSED + ("lazy4", "lazy16", "r1-eager", "r1-fastgp", "r1-lazy16")
+        provs = [p for p in ("eager",) + FUSED + ("lazy4", "lazy16", "frac50", "frac25", "r1-eager", "r1-fastgp",
+                                                   "r1-lazy16")
                  if any(p in steps[m] for m in models)]
         width = 0.8 / max(1, len(provs))
         for j, p in enumerate(provs):
@@ -508,12 +650,15 @@ def draw_chart(results: List[Result], path: str) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("json", nargs="+", help="pytest-benchmark JSON files (--benchmark-json output)")
+    ap.add_argument("json", nargs="+", help="pytest-benchmark JSON files (--benchmark-json output) or summaries")
+    ap.add_argument("--summary", help="write the compact summary of the inputs here (no per-round samples)")
     ap.add_argument("--out", help="markdown file to write (default: stdout)")
     ap.add_argument("--chart", help="PNG chart to write")
     ap.add_argument("--stat", default="median", choices=("min", "median", "mean"),
                     help="statistic of the timed rounds (default median)")
     args = ap.parse_args(argv)
+    if args.summary:
+        write_summary(args.json, args.summary)
     results, runs = load(args.json, args.stat)
     if args.chart:
         draw_chart(results, args.chart)

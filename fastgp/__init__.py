@@ -3,8 +3,9 @@
     loss_D = D(fake).mean() - D(real).mean() + fastgp.gradient_penalty(D, real, fake, weight=10.0)
 """
 
-from . import ops  # noqa: F401  registers the ops' fake kernels (torch.compile, meta tensors)
 from . import reference
+from ._ext import FallbackWarning
+from .audit import AuditReport, audit
 from .backends import available_backends, select_backend
 from .family import dragan_penalty, r1_penalty, r2_penalty
 from .functional import gradient_penalty, grad_norms, input_gradients, interpolate, penalty_from_grads
@@ -25,6 +26,9 @@ __all__ = [
     "info",
     "available_backends",
     "select_backend",
+    "FallbackWarning",
+    "audit",
+    "AuditReport",
     "reference",
     "__version__",
 ]

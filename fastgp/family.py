@@ -14,29 +14,20 @@ from typing import Optional
 import torch
 
 from . import reference
-from .functional import (
-    TensorOrTuple,
-    _as_tuple,
-    _check_inputs,
-    _check_options,
-    _number,
-    _penalty_at,
-    _regularization_setup,
-    _subset_alpha,
-)
+from . import validation as check
+from .functional import leading, penalty_at, prepare_penalty, subset_alpha
+from .validation import TensorOrTuple
 
 
 def _zero_centered(critic, x, name, gamma, critic_args, critic_kwargs, scaler, reduction, return_norms, backend,
                    batch_fraction, max_samples):
-    weight = _number(gamma, "gamma") / 2
-    xs, _ = _as_tuple(x, name)
-    batch = _check_inputs(xs, name)
-    _check_options(weight, 0.0, 2.0, reduction)
-    impl, m, args, kwargs = _regularization_setup(batch, xs[0], critic_args, critic_kwargs, backend,
-                                                  batch_fraction, max_samples)
-    leaves = tuple(t.detach()[:m].requires_grad_(True) for t in xs)
-    return _penalty_at(critic, leaves, impl, weight=weight, center=0.0, one_sided=False, power=2.0,
-                      critic_args=args, critic_kwargs=kwargs, scaler=scaler, reduction=reduction,
+    options = check.penalty_options(check.real_number(gamma, "gamma") / 2, 0.0, 2.0, False, reduction)
+    xs, _ = check.tensors(x, name)
+    batch = check.inputs(xs, name)
+    impl, m, args, kwargs = prepare_penalty(batch, xs[0], critic_args, critic_kwargs, scaler, return_norms, backend,
+                                            batch_fraction, max_samples)
+    leaves = tuple(leading(t, m).requires_grad_(True) for t in xs)
+    return penalty_at(critic, leaves, impl, options, critic_args=args, critic_kwargs=kwargs, scaler=scaler,
                       return_norms=return_norms, _stacklevel=4)
 
 
@@ -86,17 +77,16 @@ def dragan_penalty(critic, real: TensorOrTuple, *, weight: float = 1.0, center: 
     each input in order. With batch_fraction/max_samples, std and the mean are
     over the regularized subset.
     """
-    xs, _ = _as_tuple(real, "real")
-    batch = _check_inputs(xs, "real")
-    _check_options(weight, center, 2.0, reduction)
-    _number(noise_scale, "noise_scale", minimum=0.0)
-    impl, m, args, kwargs = _regularization_setup(batch, xs[0], critic_args, critic_kwargs, backend,
-                                                  batch_fraction, max_samples)
-    a = _subset_alpha(alpha, batch, m, xs[0], generator)
-    x = tuple(t.detach()[:m] for t in xs)
+    xs, _ = check.tensors(real, "real")
+    batch = check.inputs(xs, "real")
+    options = check.penalty_options(weight, center, 2.0, False, reduction)
+    noise_scale = check.real_number(noise_scale, "noise_scale", minimum=0.0)
+    impl, m, args, kwargs = prepare_penalty(batch, xs[0], critic_args, critic_kwargs, scaler, return_norms, backend,
+                                            batch_fraction, max_samples)
+    a = subset_alpha(alpha, batch, m, xs[0], generator)
+    x = tuple(leading(t, m) for t in xs)
     perturbed = tuple(_perturb(t, noise_scale, generator) for t in x)
     # alpha * x_p + (1 - alpha) * x = x + alpha * (x_p - x)
     x_hat = tuple(impl.interpolate(p, t, a).requires_grad_(True) for p, t in zip(perturbed, x))
-    return _penalty_at(critic, x_hat, impl, weight=weight, center=center, one_sided=False, power=2.0,
-                      critic_args=args, critic_kwargs=kwargs, scaler=scaler, reduction=reduction,
+    return penalty_at(critic, x_hat, impl, options, critic_args=args, critic_kwargs=kwargs, scaler=scaler,
                       return_norms=return_norms)

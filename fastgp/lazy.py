@@ -14,40 +14,28 @@ unchanged, and correct Adam for the extra optimizer steps.
 
 from __future__ import annotations
 
-import math
-import operator
 from typing import Sequence, Tuple
 
-
-def _int_at_least(value, name: str, minimum: int) -> int:
-    """A Python int (or index-like, not a bool) >= minimum."""
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {value!r}")
-    try:
-        k = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__}") from None
-    if k < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {k}")
-    return k
-
-
-def _every(every) -> int:
-    return _int_at_least(every, "every", 1)
+from . import validation as check
 
 
 def lazy_adam_hparams(lr: float, betas: Sequence[float], every: int) -> Tuple[float, Tuple[float, float]]:
     """(lr * k/(k+1), (beta1 ** (k/(k+1)), beta2 ** (k/(k+1)))) for k = every: Adam's
     settings when a regularization step of its own runs every k minibatches, so
     k minibatches take k + 1 optimizer steps (StyleGAN2's correction)."""
-    k = _every(every)
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+    k = check.integer(every, "every", minimum=1)
+    lr = check.real_number(lr, "lr")
+    if lr <= 0:
         raise ValueError(f"lr must be a positive number, got {lr!r}")
-    if len(betas) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1
-                                  for b in betas):
+    try:
+        b1, b2 = betas
+    except (TypeError, ValueError):  # not two of anything
+        raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}") from None
+    b1, b2 = check.real_number(b1, "betas[0]"), check.real_number(b2, "betas[1]")
+    if not (0 <= b1 < 1 and 0 <= b2 < 1):
         raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
     ratio = k / (k + 1)
-    return lr * ratio, (betas[0] ** ratio, betas[1] ** ratio)
+    return lr * ratio, (b1 ** ratio, b2 ** ratio)
 
 
 class LazyRegularizer:
@@ -57,14 +45,14 @@ class LazyRegularizer:
     expectation, applying the regularizer at every step."""
 
     def __init__(self, every: int):
-        self.every = _every(every)
+        self.every = check.integer(every, "every", minimum=1)
 
     @property
     def gain(self) -> int:
         return self.every
 
     def due(self, step: int) -> bool:
-        return _int_at_least(step, "step", 0) % self.every == 0
+        return check.integer(step, "step", minimum=0) % self.every == 0
 
     def adam_hparams(self, lr: float, betas: Sequence[float]) -> Tuple[float, Tuple[float, float]]:
         """lazy_adam_hparams(lr, betas, self.every)."""

@@ -42,7 +42,8 @@ def _flat(grads: Sequence[torch.Tensor]) -> torch.Tensor:
     """The gradients of each sample as one float64 row, shape (B, N)."""
     batch = grads[0].shape[0]
     # explicit row size: reshape(batch, -1) is ambiguous for rows of no elements
-    return torch.cat([g.reshape(batch, math.prod(g.shape[1:])).to(torch.float64) for g in grads], dim=1)
+    rows = [g.reshape(batch, math.prod(g.shape[1:])).to(torch.float64) for g in grads]
+    return rows[0] if len(rows) == 1 else torch.cat(rows, dim=1)
 
 
 def _scaled_rows(grads: Sequence[torch.Tensor], inv_scale: Optional[torch.Tensor]):
@@ -67,8 +68,7 @@ def _scaled_rows(grads: Sequence[torch.Tensor], inv_scale: Optional[torch.Tensor
     return rows, scale
 
 
-def _norms64(grads: Sequence[torch.Tensor], inv_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
-    rows, scale = _scaled_rows(grads, inv_scale)
+def _norms(rows: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return scale * torch.linalg.vector_norm(rows, dim=1)  # zero subgradient at 0: no NaN
 
 
@@ -76,7 +76,7 @@ def grad_norms(grads: Sequence[torch.Tensor], inv_scale: Optional[torch.Tensor] 
     """Per-sample L2 norm over all non-batch dims of all tensors, shape (B,), in
     the accumulation dtype. Computed in float64 (scaled for float64 inputs), so
     it is finite and accurate whenever the true norm is representable."""
-    return _norms64(grads, inv_scale).to(accumulation_dtype(grads[0].dtype))
+    return _norms(*_scaled_rows(grads, inv_scale)).to(accumulation_dtype(grads[0].dtype))
 
 
 def per_sample_penalty(norms: torch.Tensor, center: float = 1.0, power: float = 2.0, one_sided: bool = False):
@@ -106,11 +106,11 @@ def penalty_from_grads(
 ):
     """Returns (penalty, per-sample norms), both in the accumulation dtype;
     computed in float64 throughout."""
-    norms = _norms64(grads, inv_scale)
+    rows, scale = _scaled_rows(grads, inv_scale)
+    norms = _norms(rows, scale)
     if center == 0 and power == 2:
         # ||g||^2 written as a sum of squares is smooth at g = 0 (R1/R2);
         # scale * (scale * sum) overflows or underflows only where the result does.
-        rows, scale = _scaled_rows(grads, inv_scale)
         per_sample = scale * (scale * rows.square().sum(dim=1))
     else:
         per_sample = per_sample_penalty(norms, center, power, one_sided)
@@ -126,6 +126,21 @@ def handwritten_penalty(g: torch.Tensor, weight: float = 1.0, center: float = 1.
     only, the code fastgp is timed against; never an oracle."""
     norms = g.flatten(1).norm(2, dim=1, dtype=accumulation_dtype(g.dtype))
     return weight * ((norms - center) ** 2).mean()
+
+
+def handwritten_gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, *, weight: float = 1.0,
+                                 center: float = 1.0, alpha: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The whole penalty as users write it by hand (the README's "Drop-in" code):
+    the benchmarks' eager baseline for a penalty step, never an oracle. Unlike
+    gradient_penalty below it takes the norm with handwritten_penalty, in the
+    input's accumulation dtype."""
+    if alpha is None:
+        alpha = torch.rand(real.shape[0], device=real.device)
+    a = alpha.to(real.dtype).reshape(-1, *([1] * (real.dim() - 1)))
+    x_hat = (a * real.detach() + (1 - a) * fake.detach()).requires_grad_(True)
+    out = critic(x_hat)
+    (grad,) = torch.autograd.grad(out, x_hat, torch.ones_like(out), create_graph=True)
+    return handwritten_penalty(grad, weight, center)
 
 
 def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, *, weight: float = 1.0, center: float = 1.0,

@@ -1,144 +1,147 @@
-"""Every backend available on CPU against the reference: values, norms and
-gradients w.r.t. the gradient tensors, across dtypes, shapes and layouts."""
+"""The backends as peers: one protocol, one priority list, one resolution
+("auto", FASTGP_BACKEND, an unavailable backend's reason), one spelling of
+the reduction codes, and the test matrix they define."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import os
+import re
 
 import pytest
 import torch
 
 import fastgp
-from fastgp import reference
+from fastgp import backends
+from fastgp.backends import shared
+from fastgp.backends.cpp import arch_supported
 
-from conftest import assert_close, make_grads
+from conftest import ALL_PAIRS, matrix, unavailable
 
-DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
-SHAPES = [(1, 3), (7, 1), (5, 13), (3, 3, 5, 7), (2, 1, 4, 3, 5), (4, 3, 64, 64), (2, 70001)]
-VARIANTS = [
-    dict(),
-    dict(center=0.0),
-    dict(one_sided=True),
-    dict(center=0.0, power=6.0),
-    dict(center=0.7, power=3.0, one_sided=True),
-    dict(weight=10.0, reduction="sum"),
-    dict(weight=2.5, reduction="none"),
-]
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROTOCOL_METHODS = ("unavailable_reason", "interpolate", "penalty_forward", "penalty_backward")
 
 
-def _oracle(grads, inv_scale=None, **kw):
-    g64 = [g.detach().double().requires_grad_(True) for g in grads]
-    s64 = None if inv_scale is None else inv_scale.double()
-    penalty, norms = reference.penalty_from_grads(g64, inv_scale=s64, **kw)
-    seed = torch.linspace(0.5, 1.5, penalty.numel(), dtype=torch.float64).reshape(penalty.shape)
-    d = torch.autograd.grad(penalty, g64, seed)
-    return penalty, norms, d, seed
+@pytest.fixture
+def fresh_resolution(monkeypatch):
+    """An empty resolution cache, restored afterwards, and no FASTGP_BACKEND."""
+    monkeypatch.setattr(backends, "_resolved", {})
+    monkeypatch.delenv("FASTGP_BACKEND", raising=False)
 
 
-def _check(grads, backend, dtype, inv_scale=None, **kw):
-    gs = [g.detach().requires_grad_(True) for g in grads]
-    penalty, norms = fastgp.penalty_from_grads(gs, inv_scale=inv_scale, return_norms=True, backend=backend, **kw)
-    exp_penalty, exp_norms, exp_d, seed = _oracle(grads, inv_scale, **kw)
-    assert penalty.dtype == reference.accumulation_dtype(dtype) and norms.dtype == penalty.dtype
-    assert penalty.shape == exp_penalty.shape
-    assert_close(norms, exp_norms, dtype)
-    assert_close(penalty, exp_penalty, dtype)
-    d = torch.autograd.grad(penalty, gs, seed.to(penalty.dtype))
-    for got, exp, g in zip(d, exp_d, gs):
-        assert got.dtype == g.dtype and got.shape == g.shape
-        assert_close(got, exp, dtype)
+@pytest.mark.parametrize("impl", backends.PRIORITY, ids=lambda b: b.name)
+def test_every_backend_implements_the_protocol(impl):
+    assert isinstance(impl, backends.Backend)
+    assert backends.get(impl.name) is impl and isinstance(impl.ops, tuple)
+    for method in PROTOCOL_METHODS:
+        assert callable(getattr(impl, method)), method
+    why = impl.unavailable_reason(torch.device("cpu"))
+    assert why is None or (isinstance(why, str) and why)
+    assert set(backends.NAMES) == {b.name for b in backends.PRIORITY} and len(backends.NAMES) == len(backends.PRIORITY)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_penalty_matches_reference(backend, dtype, shape):
-    _check([make_grads(shape, dtype)], backend, dtype)
+def test_protocol_signatures_are_the_op_schemas():
+    """The protocol's methods take the arguments of the op schemas (csrc/fastgp.cpp), in order."""
+    text = re.sub(r'"\s*"', "", open(os.path.join(ROOT, "csrc", "fastgp.cpp")).read())  # join adjacent literals
+    for op in ("interpolate", "penalty_forward", "penalty_backward"):
+        schema = re.search(rf'"{op}\((.*?)\) ->', text).group(1)
+        schema_args = [a.strip().split()[-1] for a in schema.split(",")]
+        params = list(inspect.signature(getattr(backends.Backend, op)).parameters)[1:]  # without self
+        assert params == schema_args, (op, params, schema_args)
 
 
-@pytest.mark.parametrize("kw", VARIANTS, ids=str)
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
-def test_penalty_variants(backend, dtype, kw):
-    _check([make_grads((6, 3, 5, 5), dtype)], backend, dtype, **kw)
+@pytest.mark.parametrize("pair", ALL_PAIRS, ids=lambda p: p.id)
+def test_matrix_pair(pair, request):
+    """Every (backend, device) pair: in the matrix when it can run here, else skipped with the reason."""
+    why = unavailable(pair)
+    if why is not None:
+        pytest.skip(f"{pair.id} is not in this session's matrix: {why}")
+    chosen = request.config.getoption("--backends")
+    assert pair in matrix(request.config) or (chosen is not None and pair.backend not in chosen)
 
 
-@pytest.mark.parametrize("layout", ["channels_last", "transposed", "sliced", "expanded"])
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
-def test_penalty_any_strides(backend, layout, dtype):
-    shape = (3, 4, 5, 6) if layout != "channels_last" else (3, 4, 5, 6)
-    g = make_grads(shape, dtype, layout)
-    _check([g], backend, dtype)
+def test_available_backends_follow_the_priority_list():
+    names = fastgp.available_backends("cpu")
+    assert names == [n for n in backends.NAMES if n in names] and "torch" in names
 
 
-def test_penalty_five_d_channels_last(backend):
-    _check([make_grads((2, 3, 4, 5, 6), torch.float64, "channels_last")], backend, torch.float64)
+def test_auto_takes_the_first_available_backend(fresh_resolution, monkeypatch):
+    first = fastgp.available_backends("cpu")[0]
+    assert fastgp.select_backend("auto", "cpu") == first
+    for b in backends.PRIORITY:
+        if b.name != "torch":
+            monkeypatch.setattr(b, "unavailable_reason", lambda device: "simulated: missing")
+    monkeypatch.setattr(backends, "_resolved", {})
+    monkeypatch.setattr(fastgp._ext, "_warned_devices", set())
+    with pytest.warns(fastgp.FallbackWarning, match="simulated: missing"):
+        assert fastgp.select_backend("auto", "cpu") == "torch"
 
 
-def test_several_gradient_tensors_share_one_norm(backend):
-    grads = [make_grads((5, 3, 4, 4), torch.float64, seed=1), make_grads((5, 10), torch.float64, seed=2),
-             make_grads((5, 2, 3), torch.float64, "transposed", seed=3)]
-    _check(grads, backend, torch.float64)
-    norms = fastgp.grad_norms(grads, backend=backend)
-    torch.testing.assert_close(norms, torch.cat([g.reshape(5, -1) for g in grads], 1).norm(dim=1))
+def test_auto_with_nothing_available_names_every_reason(fresh_resolution, monkeypatch):
+    for b in backends.PRIORITY:
+        monkeypatch.setattr(b, "unavailable_reason", lambda device, n=b.name: f"simulated: no {n} here")
+    with pytest.raises(RuntimeError, match="no fastgp backend can run on cpu") as info:
+        fastgp.penalty_from_grads(torch.randn(3, 4))
+    for name in backends.NAMES:
+        assert f"{name}: simulated: no {name} here" in str(info.value)
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
-def test_inv_scale(backend, dtype):
-    g = make_grads((4, 3, 8, 8), dtype) * 1024
-    _check([g], backend, dtype, inv_scale=torch.tensor(1 / 1024.0))
-    _check([g], backend, dtype, inv_scale=torch.tensor([1 / 1024.0], dtype=torch.float64), center=0.0)
+def test_unavailable_backend_says_why(fresh_resolution, monkeypatch):
+    monkeypatch.setattr(backends.cpp.state, "loaded", False)
+    monkeypatch.setattr(backends.cpp.state, "reason", "simulated: not built")
+    with pytest.raises(RuntimeError, match="'cpp' is unavailable on cpu: .*simulated: not built"):
+        fastgp.penalty_from_grads(torch.randn(3, 4), backend="cpp")
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "transposed", "sliced"])
-def test_interpolate_matches_reference(backend, dtype, layout):
-    real = make_grads((5, 3, 6, 7), dtype, layout, seed=1)
-    fake = make_grads((5, 3, 6, 7), dtype, "contiguous", seed=2)
-    alpha = torch.rand(5, dtype=reference.accumulation_dtype(dtype))
-    got = fastgp.interpolate(real, fake, alpha, backend=backend)
-    exp = reference.interpolate(real.double(), fake.double(), alpha.double())
-    assert got.dtype == dtype and got.shape == real.shape
-    assert_close(got, exp, dtype)
-    if layout == "channels_last":
-        assert got.is_contiguous(memory_format=torch.channels_last)
+@pytest.mark.parametrize("bad", ["cuda-magic", None, 3])
+def test_unknown_backend_is_refused(fresh_resolution, bad):
+    with pytest.raises((ValueError, TypeError), match="backend must be one of auto, cpp, triton, torch"):
+        fastgp.interpolate(torch.randn(3, 4), torch.randn(3, 4), backend=bad)
 
 
-@pytest.mark.parametrize("shape", [(1, 1), (3,), (9, 5), (2, 1, 3, 70001 // 3)], ids=str)
-def test_interpolate_shapes_and_alpha_forms(backend, shape):
-    real, fake = torch.randn(shape, dtype=torch.float64), torch.randn(shape, dtype=torch.float64)
-    alpha = torch.rand(shape[0], dtype=torch.float64)
-    exp = reference.interpolate(real, fake, alpha)
-    torch.testing.assert_close(fastgp.interpolate(real, fake, alpha, backend=backend), exp)
-    torch.testing.assert_close(
-        fastgp.interpolate(real, fake, alpha.reshape(-1, *[1] * (len(shape) - 1)), backend=backend), exp)
+@pytest.mark.parametrize("name", backends.NAMES)
+def test_fastgp_backend_env_overrides_auto(fresh_resolution, monkeypatch, name):
+    if name not in fastgp.available_backends("cpu"):
+        pytest.skip(f"{name} is not available on the CPU here")
+    monkeypatch.setenv("FASTGP_BACKEND", name)
+    assert backends.resolve("auto", torch.device("cpu")) == name
+    assert fastgp.select_backend() == name
 
 
-def test_interpolate_gradients(backend):
-    real = torch.randn(4, 3, 5, dtype=torch.float64, requires_grad=True)
-    fake = torch.randn(4, 3, 5, dtype=torch.float64, requires_grad=True)
-    alpha = torch.rand(4, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(4, 3, 5, dtype=torch.float64)
-    got = torch.autograd.grad((fastgp.interpolate(real, fake, alpha, backend=backend) * w).sum(), [real, fake, alpha])
-    exp = torch.autograd.grad((reference.interpolate(real, fake, alpha) * w).sum(), [real, fake, alpha])
-    for a, b in zip(got, exp):
-        torch.testing.assert_close(a, b)
+def test_resolution_is_cached_per_backend_and_device(fresh_resolution, monkeypatch):
+    calls = []
+    real = backends.pytorch.unavailable_reason
+    monkeypatch.setattr(backends.pytorch, "unavailable_reason", lambda device: calls.append(device) or real(device))
+    for _ in range(3):
+        fastgp.interpolate(torch.randn(3, 4), torch.randn(3, 4), backend="torch")
+    assert calls == [torch.device("cpu")]
 
 
-def test_tuples_interpolate_with_one_alpha(backend):
-    reals = (torch.randn(4, 3, 2, 2, dtype=torch.float64), torch.randn(4, 5, dtype=torch.float64))
-    fakes = (torch.randn(4, 3, 2, 2, dtype=torch.float64), torch.randn(4, 5, dtype=torch.float64))
-    alpha = torch.rand(4, dtype=torch.float64)
-    out = fastgp.interpolate(reals, fakes, alpha, backend=backend)
-    assert isinstance(out, tuple) and len(out) == 2
-    for o, r, f in zip(out, reals, fakes):
-        torch.testing.assert_close(o, reference.interpolate(r, f, alpha))
+def test_reduction_codes_are_spelled_alike():
+    """csrc/penalty_math.h's enum and fastgp/triton/kernels.py's constants are the
+    codes of backends/shared.py."""
+    header = open(os.path.join(ROOT, "csrc", "penalty_math.h")).read()
+    enum = re.search(r"enum\s+\w*\s*(?::\s*\w+\s*)?\{([^}]*)\}", header).group(1)
+    cpp = {m.group(1).lower(): int(m.group(2)) for m in re.finditer(r"k(\w+)\s*=\s*(\d+)", enum)}
+    tree = ast.parse(open(os.path.join(ROOT, "fastgp", "triton", "kernels.py")).read())
+    triton = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
+            targets = node.targets[0].elts if isinstance(node.targets[0], ast.Tuple) else node.targets
+            values = node.value.elts if isinstance(node.value, ast.Tuple) else [node.value]
+            for t, v in zip(targets, values):
+                if isinstance(t, ast.Name) and t.id.startswith("REDUCTION_") and isinstance(v, ast.Constant):
+                    triton[t.id[len("REDUCTION_"):].lower()] = v.value
+    assert cpp == shared.REDUCTION_CODES, cpp
+    assert triton == shared.REDUCTION_CODES, triton
+    assert set(shared.REDUCTION_CODES) == set(fastgp.reference.REDUCTIONS)
 
 
-def test_cpu_kernels_are_deterministic():
-    if "cpp" not in fastgp.available_backends("cpu"):
-        pytest.skip("C++ extension not loaded")
-    g = torch.randn(3, 3, 300, 300)
-    first = fastgp.penalty_from_grads(g, return_norms=True, backend="cpp")
-    for threads in (1, 2):
-        prev = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
-            again = fastgp.penalty_from_grads(g, return_norms=True, backend="cpp")
-        finally:
-            torch.set_num_threads(prev)
-        assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+@pytest.mark.parametrize("archs,cap,ok", [
+    ("8.0;8.6;8.9;9.0+PTX", (9, 0), True), ("8.0;8.6;8.9;9.0+PTX", (12, 0), True),
+    ("8.0;8.6;8.9;9.0+PTX", (7, 5), False), ("9.0", (8, 0), False), ("9.0", (10, 0), False),
+    ("8.0", (8, 9), True), ("9.0a", (9, 0), True), (None, (7, 0), True), ("8.0 9.0", (9, 0), True),
+])
+def test_cuda_arch_compatibility_rule(archs, cap, ok):
+    assert arch_supported(archs, cap) is ok

@@ -110,3 +110,59 @@ def test_page_faults_explain_a_missed_bandwidth_target(tmp_path):
     text = report.render(results, runs, "median", None)
     assert "**MISSED**" in text
     assert f"{big.id} (cpp): 12288 page faults per call" in text
+
+
+def _overhead(op, provider, seconds, backend=None):
+    info = dict(ENV, kind="overhead", op=op, provider=provider, backend=backend, shape=[256, 2],
+                shape_id="tabular_256x2", dtype="float32")
+    return {"name": f"overhead-{op}-{provider}-{backend}", "group": "o",
+            "stats": {"median": seconds, "min": seconds, "mean": seconds}, "extra_info": info}
+
+
+def test_call_overhead_section_and_targets(tmp_path):
+    benches = [_overhead("interp", "lerp", 2e-6), _overhead("interp", "raw", 4e-6, "cpp"),
+               _overhead("interp", "public", 7e-6, "cpp"),                    # 1.75x: met
+               _overhead("forward", "eager", 50e-6), _overhead("forward", "raw", 10e-6, "cpp"),
+               _overhead("forward", "public", 25e-6, "cpp")]                  # 2.5x: missed
+    path = tmp_path / "overhead.json"
+    path.write_text(json.dumps({"benchmarks": benches}))
+    results, runs = report.load([str(path)])
+    overhead = report.Overhead(results)
+    assert overhead.quotient(("interp", "tabular_256x2", "float32", "cpp"), "public", "raw") == pytest.approx(1.75)
+    rows = {r["target"].label: r for r in report.evaluate_targets(report.Ops(results), "cpu", overhead, {})}
+    assert rows["public interpolate at most 2x the raw op"]["met"] is True
+    assert rows["public penalty_from_grads at most 2x the raw op"]["met"] is False
+    assert rows["public penalty fwd+bwd at most 2x the raw op"]["met"] is None  # not measured
+    text = report.render(results, runs, "median", None)
+    assert "## Call overhead" in text and "| 1.75x | 0.29x |" in text
+    assert "| `fastgp.interpolate` | cpp | tabular_256x2 | float32 | 2 µs | 4 µs | 7 µs" in text
+
+
+def test_step_target_compares_with_the_hand_written_penalty(run_json):
+    path, _ = run_json
+    results, _ = report.load([str(path)])
+    rows = [r for r in report.evaluate_targets(report.Ops(results), "cpu", None, report._step_cells(results))
+            if r["target"].kind == "step"]
+    assert [(r["shape"], r["provider"], r["met"]) for r in rows] == [("dcgan B=16", "cpp", True)]  # 3 s / 2.5 s
+    assert rows[0]["value"] == pytest.approx(1.2)
+
+
+def test_summary_regenerates_the_report(run_json, tmp_path):
+    """The compact summary keeps every statistic and no per-round samples; the
+    report rendered from it is the report rendered from the raw files."""
+    path, _ = run_json
+    raw = json.loads(path.read_text())
+    for b in raw["benchmarks"]:
+        b["stats"]["data"] = [b["stats"]["median"]] * 1000  # pytest-benchmark's per-round samples
+    raw["machine_info"] = {"node": "somehost", "machine": "x86_64", "cpu": {"brand_raw": "test cpu", "count": 2}}
+    path.write_text(json.dumps(raw))
+    summary = tmp_path / "summary.json"
+    assert report.main([str(path), "--summary", str(summary), "--out", str(tmp_path / "a.md")]) == 0
+    data = json.loads(summary.read_text())
+    assert data["format"] == report.SUMMARY_FORMAT and len(data["results"]) == len(raw["benchmarks"])
+    assert all("data" not in r["stats"] for r in data["results"]) and "somehost" not in summary.read_text()
+    assert summary.stat().st_size < path.stat().st_size / 5
+    for stat in ("median", "min", "mean"):
+        from_raw = report.render(*report.load([str(path)], stat), stat, None)
+        from_summary = report.render(*report.load([str(summary)], stat), stat, None)
+        assert from_summary == from_raw

@@ -30,6 +30,12 @@ def test_op_suite_runs():
 
 
 @pytest.mark.slow
+def test_overhead_suite_runs():
+    out = _run_suite("benchmarks/bench_overhead.py")
+    assert " failed" not in out
+
+
+@pytest.mark.slow
 def test_fused_path_allocates_only_its_outputs():
     import fastgp
 

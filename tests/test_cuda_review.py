@@ -18,7 +18,6 @@ import pytest
 import torch
 
 import fastgp
-import fastgp.ops  # noqa: F401  the fake kernels and autograd of the ops called directly below
 from fastgp import reference
 from fastgp._ext import state
 

@@ -9,7 +9,6 @@ import torch
 
 import fastgp
 
-BACKENDS = fastgp.available_backends("cpu")
 F64 = dict(rtol=1e-9, atol=1e-11)
 
 
@@ -89,7 +88,6 @@ VARIANTS = {
 }
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("variant", list(VARIANTS))
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_gradient_penalty_variants(backend, variant, reduction):
@@ -108,7 +106,6 @@ def test_gradient_penalty_variants(backend, variant, reduction):
         assert (n < 1).any() and (n > 1).any(), "the data must put norms on both sides of the center"
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_default_is_the_handwritten_wgan_gp(backend):
     """gradient_penalty(D, real, fake) with a seeded generator: alpha ~ U[0, 1) per sample."""
     critic = make_critic(12)
@@ -120,7 +117,6 @@ def test_default_is_the_handwritten_wgan_gp(backend):
     assert_same(got, want, critic)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_return_norms_are_detached_per_sample_norms(backend):
     critic = make_critic(12)
     real, fake, alpha = data()
@@ -131,7 +127,6 @@ def test_return_norms_are_detached_per_sample_norms(backend):
 
 
 # ----------------------------------------------------------------- R1 and R2
-@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("which", ["r1", "r2"])
 @pytest.mark.parametrize("gamma", [10.0, 0.2])
 def test_r1_r2(backend, which, gamma):
@@ -145,7 +140,6 @@ def test_r1_r2(backend, which, gamma):
     assert_same(got, want, critic)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_r1_float32_against_float64(backend):
     critic64 = make_critic(12)
     critic32 = copy.deepcopy(critic64).float()
@@ -159,7 +153,6 @@ def test_r1_float32_against_float64(backend):
         torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_r1_zero_gradient_is_not_nan(backend):
     """A critic flat at the data: R1 is 0 and its parameter gradient finite."""
     critic = make_critic(12)
@@ -171,7 +164,6 @@ def test_r1_zero_gradient_is_not_nan(backend):
     assert all(torch.isfinite(p).all() for p in params_grad(pen, critic))
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_r1_reduction_and_norms(backend):
     critic = make_critic(12)
     real, _, _ = data()
@@ -199,7 +191,6 @@ def dragan_formula(critic, xs, seed, weight, center, noise_scale):
     return weight * ((sq_norms(gs).sqrt() - center) ** 2).mean()
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("weight,center,noise_scale", [(1.0, 1.0, 0.5), (10.0, 0.0, 0.5), (3.0, 1.0, 2.0)])
 def test_dragan_fixed_generator(backend, weight, center, noise_scale):
     critic = make_critic(12)
@@ -210,7 +201,6 @@ def test_dragan_fixed_generator(backend, weight, center, noise_scale):
     assert_same(got, want, critic)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_dragan_multi_input(backend):
     critic = TwoInputCritic()
     x, _, _ = data()
@@ -221,7 +211,6 @@ def test_dragan_multi_input(backend):
     assert_same(got, want, critic)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_dragan_zero_noise_is_the_two_sided_penalty_at_real(backend):
     critic = make_critic(12)
     real, _, _ = data()
@@ -231,7 +220,6 @@ def test_dragan_zero_noise_is_the_two_sided_penalty_at_real(backend):
 
 
 # ------------------------------------------------ multi-input and conditioning
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_multi_input_is_the_norm_of_the_concatenation(backend):
     critic = TwoInputCritic()
     real_x, fake_x, alpha = data()
@@ -248,7 +236,6 @@ def test_multi_input_is_the_norm_of_the_concatenation(backend):
     assert_same(r1, 5.0 * torch.cat([gx.flatten(1), gy.flatten(1)], 1).square().sum(1).mean(), critic)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_critic_args_and_kwargs_pass_through(backend):
     critic = TwoInputCritic()
     real_x, fake_x, alpha = data()
@@ -282,7 +269,6 @@ def test_multi_input_dtypes_must_match():
 
 
 # ------------------------------------------------------------ batch fraction
-@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("fraction,max_samples,m", [(0.5, None, 4), (None, 3, 3), (0.9, 5, 5), (1.0, None, 7)])
 def test_batch_fraction(backend, fraction, max_samples, m):
     critic = TwoInputCritic()
@@ -303,7 +289,6 @@ def test_batch_fraction(backend, fraction, max_samples, m):
     assert_same(r1, 5.0 * sq_norms(gs).mean(), critic)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_batch_fraction_dragan_uses_the_subset(backend):
     critic = make_critic(12)
     real, _, _ = data()
@@ -318,11 +303,11 @@ def test_batch_fraction_rounding_and_errors():
     per = fastgp.r1_penalty(critic, real, batch_fraction=0.3, reduction="none")
     assert per.shape == (3,)  # 0.3 * 10 is 3.0000000000000004 in floating point
     assert fastgp.r1_penalty(critic, real, batch_fraction=0.01, reduction="none").shape == (1,)
-    for bad in (0, 1.5, -0.1, True, "half"):
-        with pytest.raises(ValueError, match="batch_fraction"):
+    for bad, exc in ((0, ValueError), (1.5, ValueError), (-0.1, ValueError), (True, TypeError), ("half", TypeError)):
+        with pytest.raises(exc, match="batch_fraction"):
             fastgp.r1_penalty(critic, real, batch_fraction=bad)
-    for bad in (0, 2.0, True):
-        with pytest.raises(ValueError, match="max_samples"):
+    for bad, exc in ((0, ValueError), (2.0, TypeError), (True, TypeError)):
+        with pytest.raises(exc, match="max_samples"):
             fastgp.gradient_penalty(critic, real, real, max_samples=bad)
 
 

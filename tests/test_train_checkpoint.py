@@ -13,29 +13,16 @@ pytest.importorskip("tqdm")
 
 from fastgp.train import CheckpointError, ConfigError, NonFiniteLossError, Trainer, run  # noqa: E402
 from fastgp.train import checkpoint  # noqa: E402
-from train_helpers import tiny  # noqa: E402
-
-
-def _last(summary):
-    return torch.load(os.path.join(summary["run_dir"], "checkpoints", "last.pt"), weights_only=True)
-
-
-def _assert_same_state(a, b):
-    for key in ("generator", "critic"):
-        assert a[key].keys() == b[key].keys()
-        for name in a[key]:
-            assert torch.equal(a[key][name], b[key][name]), (key, name)
-    for key in ("opt_g", "opt_d"):
-        for pid, st in a[key]["state"].items():
-            for name, t in st.items():
-                assert torch.equal(t, b[key]["state"][pid][name]), (key, pid, name)
-        assert a[key]["param_groups"] == b[key]["param_groups"]
+from train_helpers import assert_same_state, last_checkpoint, tiny  # noqa: E402
 
 
 @pytest.mark.parametrize("extra", [
     {},
     {"loss": "ns-r1", "r1_every": 3, "l2_d": 1e-3, "l2_g": 1e-3},
-    {"data": "digits", "batch_size": 32, "z_dim": 8},  # BatchNorm buffers of the DCGAN generator
+    {"data": "digits", "batch_size": 32, "z_dim": 8},  # BatchNorm buffers of the DCGAN generator, and its EMA
+    {"loss": "rpgan-r1r2", "r1_every": 2, "gp_batch_fraction": 0.5},  # lazy R1 + R2 on half the batch
+    {"loss": "dragan", "d_sn": True},  # DRAGAN's perturbation noise, spectral norm's u and v buffers
+    {"data": "digits", "conditional": True, "batch_size": 32, "z_dim": 8, "loss": "rpgan-r1r2"},  # labels
 ])
 def test_resume_is_exact(tmp_path, extra):
     if extra.get("data") == "digits":
@@ -46,12 +33,13 @@ def test_resume_is_exact(tmp_path, extra):
     run(tiny(tmp_path, name="split", **dict(common, steps=3)))
     resumed = run(tiny(tmp_path, name="split", **dict(common, resume="last")))
     assert resumed["steps"] == 7 and resumed["steps_this_run"] == 4
-    _assert_same_state(_last(straight), _last(resumed))
+    assert (last_checkpoint(straight)["generator_ema"] is not None) == (extra.get("data") == "digits")  # on for images
+    assert_same_state(last_checkpoint(straight), last_checkpoint(resumed))
 
 
 def test_resume_after_a_crash_is_exact(tmp_path, monkeypatch):
     """Killed mid-run (after the step-3 checkpoint), resumed with the same command: same result as straight."""
-    common = dict(steps=7, sample_every=0, ckpt_every=3, lr_decay="linear", l2_d=1e-3)
+    common = dict(steps=7, sample_every=0, ckpt_every=3, lr_decay="linear", l2_d=1e-3, g_ema=True)
     straight = run(tiny(tmp_path, name="straight", **common))
     original = Trainer.train_step
 
@@ -66,19 +54,43 @@ def test_resume_after_a_crash_is_exact(tmp_path, monkeypatch):
     monkeypatch.undo()
     resumed = run(tiny(tmp_path, name="crashed", resume="last", **common))
     assert resumed["steps_this_run"] == 4
-    _assert_same_state(_last(straight), _last(resumed))
+    assert_same_state(last_checkpoint(straight), last_checkpoint(resumed))
     with open(os.path.join(resumed["run_dir"], "metrics.jsonl")) as f:
         steps = [r["step"] for r in map(json.loads, f) if r["kind"] == "train"]
     assert steps == [2, 4, 6, 7]  # step 4, logged after the checkpoint before the crash, was dropped then redone
 
 
-def test_resume_from_path_takes_the_checkpoint_config(tmp_path):
+def _tree(folder):
+    """Every file under a folder with its size and modification time."""
+    out = {}
+    for root, _, names in os.walk(folder):
+        for n in names:
+            st = os.stat(os.path.join(root, n))
+            out[os.path.relpath(os.path.join(root, n), folder)] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def test_resume_from_path_takes_the_checkpoint_config_but_writes_where_told(tmp_path, monkeypatch):
+    """A checkpoint from elsewhere (its config holds another machine's out_dir) never makes the run write there."""
     first = run(tiny(tmp_path, name="a", hidden=24, steps=2))
     path = os.path.join(first["run_dir"], "checkpoints", "last.pt")
-    # Only --resume PATH and --steps are given: model options come from the checkpoint, the run stays in "a".
-    summary = run({"resume": path, "steps": 3, "progress": False})
-    assert summary["run_dir"] == first["run_dir"] and summary["steps"] == 3
-    assert _last(summary)["config"]["hidden"] == 24
+    before = _tree(first["run_dir"])
+    # Only --resume PATH, --steps and --out-dir: model options come from the checkpoint, files go to --out-dir with
+    # the default name DATA-LOSS of the checkpoint's config.
+    summary = run({"resume": path, "steps": 3, "progress": False, "out_dir": str(tmp_path / "elsewhere")})
+    assert summary["run_dir"] == str(tmp_path / "elsewhere" / "ring-wgan-gp") and summary["steps"] == 3
+    assert last_checkpoint(summary)["config"]["hidden"] == 24
+    assert _tree(first["run_dir"]) == before  # nothing written into the checkpoint's run directory
+    with open(os.path.join(summary["run_dir"], "metrics.jsonl")) as f:  # the curves continue from the source
+        assert [r["step"] for r in map(json.loads, f) if r["kind"] == "train"] == [2, 3]
+    # without --out-dir: the default, ./runs, relative to where the command runs
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    summary = run({"resume": path, "steps": 3, "progress": False, "name": "b"})
+    assert os.path.realpath(summary["run_dir"]) == os.path.realpath(tmp_path / "elsewhere" / "runs" / "b")
+    assert _tree(first["run_dir"]) == before
+    # a folder that holds another run is not overwritten by resuming a foreign checkpoint into it
+    with pytest.raises(ConfigError, match="already holds a run.*would overwrite it"):
+        run({"resume": path, "steps": 3, "progress": False, "name": "b"})
 
 
 def test_atomic_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
@@ -100,7 +112,7 @@ def test_atomic_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
 
 def test_failed_save_during_training_keeps_last_good(tmp_path, monkeypatch):
     first = run(tiny(tmp_path, steps=2))
-    before = _last(first)
+    before = last_checkpoint(first)
 
     def failing_save(obj, f, *a, **k):
         f.write(b"garbage")
@@ -112,7 +124,7 @@ def test_failed_save_during_training_keeps_last_good(tmp_path, monkeypatch):
     monkeypatch.undo()
     after = checkpoint.load(os.path.join(first["run_dir"], "checkpoints", "last.pt"))
     assert after["step"] == 2
-    _assert_same_state(before, after)
+    assert_same_state(before, after)
 
 
 def test_corrupt_and_incompatible_checkpoints(tmp_path):
@@ -147,13 +159,13 @@ def test_corrupt_and_incompatible_checkpoints(tmp_path):
 
 def test_non_finite_loss_stops_and_keeps_last_good(tmp_path):
     first = run(tiny(tmp_path, steps=4, log_every=1))
-    good = _last(first)
+    good = last_checkpoint(first)
     # An absurd learning rate makes the critic's weights overflow within the next step.
     with pytest.raises(NonFiniteLossError, match=r"at step 5\b.*last good checkpoint"):
         run(tiny(tmp_path, steps=8, resume="last", lr=1e30, log_every=4))
-    kept = _last(first)
+    kept = last_checkpoint(first)
     assert kept["step"] == 4
-    _assert_same_state(good, kept)
+    assert_same_state(good, kept)
 
 
 def test_fresh_run_refuses_existing_run_dir(tmp_path):

@@ -5,10 +5,9 @@ function of the shapes (no autotuning: the same bits in every process, no
 host sync, graph-capturable), and code generation for a CUDA target.
 
 The kernel tests run on CPU tensors through the Triton interpreter, which
-must be on before triton is imported: in an ordinary session the tests at the
-bottom run this file in a subprocess with TRITON_INTERPRET=1 (as
-tests/test_triton.py does for test_triton_kernels.py), and run one
-computation in two fresh processes to compare their bits.
+must be on before triton is imported: tests/test_triton.py runs this file in
+its interpreted session (TRITON_INTERPRET=1), with the matrix; the tests at
+the bottom run one computation in two fresh processes to compare their bits.
 """
 
 from __future__ import annotations
@@ -26,7 +25,8 @@ import fastgp
 from fastgp import reference
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-triton_backend = pytest.importorskip("fastgp.triton")
+pytest.importorskip("triton")
+from fastgp.backends import triton as triton_backend  # noqa: E402
 HAS_TRITON = triton_backend.load() is None
 INTERPRETED = HAS_TRITON and triton_backend.INTERPRETED
 ON_GPU = (HAS_TRITON and not INTERPRETED and torch.cuda.is_available()
@@ -178,19 +178,6 @@ def _python(code: str, interpret: bool, timeout: int = 900) -> subprocess.Comple
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(not HAS_TRITON or INTERPRETED, reason="needs triton; this session is already interpreted")
-def test_interpreted_review_tests():
-    """This file's interpreted tests, in a subprocess with TRITON_INTERPRET=1."""
-    proc = _python("""
-        import sys, pytest
-        sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", "tests/test_triton_review.py"]))
-    """, interpret=True, timeout=1800)
-    tail = (proc.stdout + proc.stderr)[-6000:]
-    assert proc.returncode == 0, tail
-    assert re.search(r"\d+ passed", tail) and "failed" not in tail.splitlines()[-1], tail
 
 
 _DIGEST = """

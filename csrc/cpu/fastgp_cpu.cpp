@@ -27,6 +27,8 @@ namespace {
 // The variant ATen itself runs (its get_cpu_capability honours the
 // ATEN_CPU_CAPABILITY environment variable), but never one this CPU lacks:
 // ATen takes ATEN_CPU_CAPABILITY=avx512 at its word, we check the CPU too.
+// (at::native::get_cpu_capability is not exported by libtorch; the string
+// form in ATen/Version.h is.) How the variants are compiled: loops_impl.h.
 const Loops& select_loops() {
 #if (defined(__x86_64__) || defined(_M_X64)) && defined(__GNUC__)
   const std::string aten = at::get_cpu_capability();  // "AVX512", "AVX2", or the baseline's name

@@ -4,9 +4,9 @@
 //
 // Every variant gives the same bits (NaN for NaN): each loop has one summation
 // order whatever the vector width (a sum of squares goes element i into lane
-// i % 16, lanes combined pairwise), no FMA contraction (setup.py:
-// -ffp-contract=off), and float16/bfloat16 conversions that round to nearest
-// even (loops_impl.h). tests/test_cpu_isa.py checks it.
+// i % 16, lanes combined pairwise), no FMA contraction, and float16/bfloat16
+// conversions that round to nearest even (loops_impl.h). tests/test_cpu_isa.py
+// checks it.
 //
 // This header is shared by the ATen side and the per-capability translation
 // units, so it holds types only: no inline functions (see loops_impl.h for why).

@@ -1,6 +1,6 @@
 // The hot loops for CPUs with AVX-512 F/BW/VL/DQ (ATen's AVX512 capability),
-// in 512-bit vectors. AVX-512F has FMA instructions of its own: the build's
-// -ffp-contract=off keeps the compiler from contracting. See loops_avx2.cpp for
+// in 512-bit vectors. AVX-512F has FMA instructions of its own: loops_impl.h
+// keeps the compiler from contracting. See loops_avx2.cpp for
 // why the instruction set is chosen here, and loops_impl.h for what these
 // files may include.
 #include "loops.h"

@@ -25,9 +25,13 @@
 #error "define FASTGP_LOOPS_ISA (namespace), FASTGP_LOOPS_NAME and FASTGP_LOOPS_GETTER before including loops_impl.h"
 #endif
 
-// No fused multiply-adds (setup.py passes -ffp-contract=off; clang also takes it here).
+// No fused multiply-adds formed by the compiler (GCC's default for C++ is
+// -ffp-contract=fast, and AVX-512F brings FMA instructions): said here rather
+// than in the build's flags, so every way of building the library keeps it.
 #if defined(__clang__)
 #pragma clang fp contract(off)
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
 #endif
 
 // The AVX variants (FASTGP_LOOPS_AVX2) convert float16/bfloat16 8 at a time

@@ -4,15 +4,16 @@ A checkpoint holds only tensors and primitive containers (the RNG states are
 tensors), so ``torch.load(path, weights_only=True)`` reads it. It is written to
 a temporary file in the same folder, flushed to disk, then renamed over the
 target with ``os.replace``: a crash or a kill mid-write leaves the previous
-checkpoint intact.
+checkpoint intact (and a temporary file, removed when the run resumes).
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import re
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 
@@ -28,7 +29,7 @@ class CheckpointError(RuntimeError):
 def save_atomic(obj: Dict[str, Any], path: str) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    tmp = temporary_name(path)
     try:
         with open(tmp, "wb") as f:
             torch.save(obj, f)
@@ -49,6 +50,19 @@ def save_atomic(obj: Dict[str, Any], path: str) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def temporary_name(path: str) -> str:
+    return os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.tmp-{os.getpid()}")
+
+
+def remove_stale_temporaries(folder: str) -> List[str]:
+    """Deletes the temporary files of saves that a kill interrupted (.NAME.tmp-PID); returns their names."""
+    found = [n for n in os.listdir(folder) if re.fullmatch(r"\..+\.tmp-\d+", n)] if os.path.isdir(folder) else []
+    for name in found:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(folder, name))
+    return found
 
 
 def load(path: str) -> Dict[str, Any]:

@@ -11,9 +11,11 @@ from __future__ import annotations
 import math
 from typing import Tuple
 
+import torch
 from torch import nn
+from torch.nn.utils import parametrizations
 
-from .config import ConfigError, TrainConfig
+from .config import ConfigError, TrainConfig, penalty_weight
 
 
 def _norm1d(kind: str, n: int) -> nn.Module:
@@ -40,9 +42,41 @@ class MLP(nn.Module):
         return self.net(x)
 
 
+class ConditionalGenerator(nn.Module):
+    """G(z, y) = net([z, E(y)]): a class-conditional generator through a learned label embedding."""
+
+    def __init__(self, net: nn.Module, n_classes: int, dim: int):
+        super().__init__()
+        self.net, self.embed = net, nn.Embedding(n_classes, dim)
+
+    def forward(self, z, y):
+        return self.net(torch.cat([z, self.embed(y)], dim=1))
+
+
+class Projection(nn.Module):
+    """The class term of a projection critic (Miyato & Koyama 2018): <E(y), phi(x)> added to the score psi(phi(x))."""
+
+    def __init__(self, n_classes: int, dim: int):
+        super().__init__()
+        self.embed = nn.Embedding(n_classes, dim)
+        nn.init.xavier_uniform_(self.embed.weight)  # N(0, 1) rows would swamp the score at initialization
+
+    def forward(self, features, y):
+        return (self.embed(y) * features).sum(dim=1)
+
+
 class MLPCritic(MLP):
-    def forward(self, x):
-        return self.net(x).squeeze(-1)
+    """An MLP score; with n_classes, a projection critic over its last hidden layer."""
+
+    def __init__(self, n_in: int, hidden: int, depth: int, norm: str, n_classes: int = 0):
+        super().__init__(n_in, 1, hidden, depth, norm, "relu")
+        self.projection = Projection(n_classes, hidden) if n_classes else None
+
+    def forward(self, x, y=None):
+        if self.projection is None:
+            return self.net(x).squeeze(-1)
+        h = self.net[:-1](x)
+        return self.net[-1](h).squeeze(-1) + self.projection(h, y)
 
 
 class DCGANGenerator(nn.Module):
@@ -66,9 +100,10 @@ class DCGANGenerator(nn.Module):
 
 
 class DCGANCritic(nn.Module):
-    """Strided convolutions halving the side down to 4x4, LeakyReLU(0.2), then a linear score."""
+    """Strided convolutions halving the side down to 4x4, LeakyReLU(0.2), then a linear score; with n_classes,
+    a projection critic over the flattened features."""
 
-    def __init__(self, size: int, channels: int, width: int, norm: str):
+    def __init__(self, size: int, channels: int, width: int, norm: str, n_classes: int = 0):
         super().__init__()
         levels = int(math.log2(size // 4))
         layers, c_in, c = [], channels, width
@@ -77,19 +112,39 @@ class DCGANCritic(nn.Module):
             c_in, c = c, c * 2
         self.features = nn.Sequential(*layers)
         self.score = nn.Linear(c_in * 16, 1)
+        self.projection = Projection(n_classes, c_in * 16) if n_classes else None
 
-    def forward(self, x):
-        return self.score(self.features(x).flatten(1)).squeeze(-1)
+    def forward(self, x, y=None):
+        h = self.features(x).flatten(1)
+        out = self.score(h).squeeze(-1)
+        return out if self.projection is None else out + self.projection(h, y)
 
 
-def build_models(cfg: TrainConfig, sample_shape: Tuple[int, ...]) -> Tuple[nn.Module, nn.Module]:
-    """(generator, critic) for a resolved config and the shape of one data sample."""
-    if cfg.d_norm == "batch" and (cfg.gp_weight if cfg.loss.startswith("wgan") else cfg.r1_gamma) > 0:
+def build_models(cfg: TrainConfig, sample_shape: Tuple[int, ...], n_classes: int = 0) -> Tuple[nn.Module, nn.Module]:
+    """(generator, critic) for a resolved config and the shape of one data sample; with n_classes (a conditional
+    run) G(z, y) and D(x, y)."""
+    if cfg.d_norm == "batch" and penalty_weight(cfg) > 0:
         raise ConfigError("a BatchNorm critic is refused with a gradient penalty (see --d-norm)")
+    z_in = cfg.z_dim * 2 if n_classes else cfg.z_dim  # noise and a label embedding of the same size
     if cfg.model == "mlp":
         dim = sample_shape[0]
-        return (MLP(cfg.z_dim, dim, cfg.hidden, cfg.depth, cfg.g_norm, "relu"),
-                MLPCritic(dim, 1, cfg.hidden, cfg.depth, cfg.d_norm, "relu"))
-    channels, size = sample_shape[0], sample_shape[-1]
-    return (DCGANGenerator(cfg.z_dim, size, channels, cfg.width, cfg.g_norm),
-            DCGANCritic(size, channels, cfg.width, cfg.d_norm))
+        g, d = (MLP(z_in, dim, cfg.hidden, cfg.depth, cfg.g_norm, "relu"),
+                MLPCritic(dim, cfg.hidden, cfg.depth, cfg.d_norm, n_classes))
+    else:
+        channels, size = sample_shape[0], sample_shape[-1]
+        g, d = (DCGANGenerator(z_in, size, channels, cfg.width, cfg.g_norm),
+                DCGANCritic(size, channels, cfg.width, cfg.d_norm, n_classes))
+    if n_classes:
+        g = ConditionalGenerator(g, n_classes, cfg.z_dim)
+    if cfg.d_sn:
+        spectral_norm(d)
+    return g, d
+
+
+def spectral_norm(critic: nn.Module) -> None:
+    """Spectral normalization of every linear and convolutional layer, in place (torch's parametrization: one
+    power iteration per forward in training mode; u and v are buffers, so checkpoints and resume carry them).
+    Its sigma is computed from clones of u and v, so the penalty's double backward sees no in-place change."""
+    for module in list(critic.modules()):
+        if isinstance(module, (nn.Linear, nn.Conv2d, nn.Embedding)):  # the projection's embedding too, as in the paper
+            parametrizations.spectral_norm(module)

@@ -102,29 +102,42 @@ def image_grid(path: str, images: torch.Tensor, nrow: int = 8) -> None:
     _grid(images, nrow, cell).save(path)
 
 
-def image_picture(path: str, real: torch.Tensor, fake: torch.Tensor, nrow: int = 8) -> None:
-    """Real images (left) next to generated ones (right)."""
-    from PIL import Image
+def image_picture(path: str, real: torch.Tensor, fake: torch.Tensor, nrow: int = 8,
+                  row_labels: Optional[Sequence[str]] = None) -> None:
+    """Real images (left) next to generated ones (right), each half captioned; with row_labels (one per grid row,
+    a conditional run's classes) each row is named on the left."""
+    from PIL import Image, ImageDraw
 
     cell = max(real.shape[-1], 32)
-    left, right = _grid(real, nrow, cell).convert("RGB"), _grid(fake, nrow, cell).convert("RGB")
-    gap = 16
-    out = Image.new("RGB", (left.width + gap + right.width, max(left.height, right.height)), (255, 255, 255))
-    out.paste(left, (0, 0))
-    out.paste(right, (left.width + gap, 0))
+    halves = [("real", _grid(real, nrow, cell).convert("RGB")), ("generated", _grid(fake, nrow, cell).convert("RGB"))]
+    gap, band = 16, 18
+    margin = 8 + 6 * max(len(str(r)) for r in row_labels) if row_labels else 0  # the built-in font: 6 px a letter
+    width = margin + sum(im.width for _, im in halves) + gap
+    out = Image.new("RGB", (width, band + max(im.height for _, im in halves)), (255, 255, 255))
+    draw = ImageDraw.Draw(out)
+    x = margin
+    for caption, im in halves:
+        out.paste(im, (x, band))
+        draw.text((x + 4, 3), caption, fill=(0, 0, 0))  # Pillow's built-in font: no font file needed
+        x += im.width + gap
+    for r, label in enumerate(row_labels or ()):
+        draw.text((4, band + 2 + r * (cell + 2) + cell // 2 - 5), str(label), fill=(0, 0, 0))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     out.save(path)
 
 
 def loss_picture(path: str, records: List[Dict], title: str = "") -> None:
-    """Curves of the logged training metrics (and the toy mode metrics when present)."""
+    """Curves of the logged training metrics, and of the evaluations when there are some: the toy mode metrics, or
+    the image quality (classes covered and KL; FD against the real-vs-real baseline)."""
     plt = _pyplot()
     train = [r for r in records if r.get("kind") == "train"]
     evals = [r for r in records if r.get("kind") == "eval" and "modes" in r]
+    quality = [r for r in records if r.get("kind") == "eval" and "coverage" in r]
+    raw = [r for r in records if r.get("kind") == "eval_raw" and "coverage" in r]
     steps = [r["step"] for r in train]
-    n = 3 if evals else 2
+    n = 2 + bool(evals) + 2 * bool(quality)
     fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.4))
-    fig.subplots_adjust(left=0.06, right=0.94, bottom=0.15, top=0.82, wspace=0.3)
+    fig.subplots_adjust(left=0.5 / n, right=1 - 0.5 / n, bottom=0.15, top=0.82, wspace=0.45)
     ax = axes[0]
     for key, label in (("loss_d", "critic (adversarial part)"), ("loss_g", "generator")):
         ax.plot(steps, [r.get(key, float("nan")) for r in train], lw=1, label=label)
@@ -144,7 +157,37 @@ def loss_picture(path: str, records: List[Dict], title: str = "") -> None:
         twin = ax.twinx()
         twin.plot(es, [r["hq_percent"] for r in evals], marker="s", lw=1, color="tab:red")
         twin.set_ylim(0, 100)
+    if quality:
+        _quality_panels(axes[n - 2], axes[n - 1], quality, raw)
     for ax in axes:
         ax.set_xlabel("generator step", fontsize=8)
     fig.suptitle(title, fontsize=10)
     _save(fig, path)
+
+
+def _quality_panels(cover_ax, fd_ax, quality: List[Dict], raw: List[Dict]) -> None:
+    """Classes covered (and KL) and FD with its real-vs-real baseline; crosses: the raw generator of an EMA run."""
+    es = [r["step"] for r in quality]
+    cover_ax.plot(es, [r["coverage"] for r in quality], marker="o", lw=1, ms=3)
+    cover_ax.set_ylim(0, quality[-1]["classes"] + 0.5)
+    cover_ax.set_title("classes covered (blue), KL (red)", fontsize=9)
+    twin = cover_ax.twinx()
+    twin.plot(es, [r["kl"] for r in quality], marker="s", lw=1, ms=3, color="tab:red")
+    if raw:
+        rs = [r["step"] for r in raw]
+        cover_ax.plot(rs, [r["coverage"] for r in raw], "x", color="tab:blue")
+        twin.plot(rs, [r["kl"] for r in raw], "x", color="tab:red")
+        fd_ax.plot(rs, [r["fd"] for r in raw], "x", color="tab:blue", label="raw generator")
+    twin.set_ylim(bottom=0)
+    fd_ax.plot(es, [r["fd"] for r in quality], marker="o", lw=1, ms=3, label="generated")
+    fd_ax.plot(es, [r["fd_baseline"] for r in quality], "--", color="black", lw=1, label="real vs real")
+    fd_ax.plot(es, [2 * r["fd_baseline"] for r in quality], ":", color="black", lw=1, label="2 x real vs real")
+    if all(r["fd"] > 0 for r in quality + raw) and all(r["fd_baseline"] > 0 for r in quality):
+        from matplotlib.ticker import FuncFormatter
+
+        fd_ax.set_yscale("log")
+        plain = FuncFormatter(lambda v, _: f"{v:g}")  # 20, not 2 x 10^1
+        fd_ax.yaxis.set_major_formatter(plain)
+        fd_ax.yaxis.set_minor_formatter(plain)
+    fd_ax.set_title("Frechet distance in the classifier's features", fontsize=9)
+    fd_ax.legend(fontsize=7)

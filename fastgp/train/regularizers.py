@@ -1,5 +1,5 @@
 """The trainer's regularizers, in one place: thin calls into fastgp's family
-helpers (R1, the lazy Adam correction) and the L2 weight penalty."""
+helpers (R1, R2, the lazy Adam correction) and the L2 weight penalty."""
 
 from __future__ import annotations
 
@@ -10,9 +10,18 @@ import torch
 import fastgp
 
 
-def r1(critic, real: torch.Tensor, gamma: float, gain: float = 1.0, scaler=None, backend: str = "auto"):
+def r1(critic, real: torch.Tensor, gamma: float, gain: float = 1.0, scaler=None, backend: str = "auto",
+       batch_fraction: Optional[float] = None, critic_args=()):
     """(gain * gamma/2 * mean_i ||grad_x critic(x_i)||^2 at the real samples, per-sample norms)."""
-    return fastgp.r1_penalty(critic, real, gamma=gain * gamma, scaler=scaler, return_norms=True, backend=backend)
+    return fastgp.r1_penalty(critic, real, gamma=gain * gamma, scaler=scaler, return_norms=True, backend=backend,
+                             batch_fraction=batch_fraction, critic_args=critic_args)
+
+
+def r2(critic, fake: torch.Tensor, gamma: float, gain: float = 1.0, scaler=None, backend: str = "auto",
+       batch_fraction: Optional[float] = None, critic_args=()):
+    """R1's formula at the generated samples (R3GAN regularizes both)."""
+    return fastgp.r2_penalty(critic, fake, gamma=gain * gamma, scaler=scaler, return_norms=True, backend=backend,
+                             batch_fraction=batch_fraction, critic_args=critic_args)
 
 
 def lazy_adam(lr: float, betas: Tuple[float, float], every: int) -> Tuple[float, Tuple[float, float]]:

@@ -16,7 +16,7 @@ from typing import Dict
 import torch
 
 _MASK = (1 << 64) - 1
-DATA, NOISE, ALPHA, FIXED, EVAL = range(1, 6)
+DATA, NOISE, ALPHA, FIXED, EVAL, PERTURB = range(1, 7)
 
 
 def _mix(x: int) -> int:
@@ -27,12 +27,22 @@ def _mix(x: int) -> int:
     return x ^ (x >> 31)
 
 
-def stream(seed: int, *keys: int) -> torch.Generator:
-    """A CPU generator determined by the seed and the keys (stream id, step, ...)."""
+def key(seed: int, *keys: int) -> int:
+    """A 63-bit seed determined by the seed and the keys (stream id, step, ...)."""
     h = _mix(seed & _MASK)
     for k in keys:
         h = _mix(h ^ (k & _MASK))
-    return torch.Generator().manual_seed(h & ((1 << 63) - 1))
+    return h & ((1 << 63) - 1)
+
+
+def stream(seed: int, *keys: int) -> torch.Generator:
+    """A CPU generator determined by the seed and the keys."""
+    return torch.Generator().manual_seed(key(seed, *keys))
+
+
+def device_stream(device: torch.device, seed: int, *keys: int) -> torch.Generator:
+    """The same on `device`, for draws made where the tensors live (DRAGAN's perturbation noise)."""
+    return torch.Generator(device=device).manual_seed(key(seed, *keys))
 
 
 def seed_everything(seed: int) -> None:

@@ -16,11 +16,9 @@ from typing import List, Optional
 import torch
 from torch.library import triton_op, wrap_triton
 
-from .. import ops as _glue  # device-independent autograd pieces shared with the C++ ops
 from .. import reference
+from ..backends import shared  # autograd and the reference adapter, shared with the other backends
 from . import host, kernels
-
-_REDUCTION_NAMES = {0: "none", 1: "mean", 2: "sum"}
 
 
 def _penalty_scalars(weight: float, center: float, power: float):
@@ -32,7 +30,7 @@ def _penalty_scalars(weight: float, center: float, power: float):
 @triton_op("fastgp::triton_interpolate", mutates_args=(),
            schema="(Tensor real, Tensor fake, Tensor alpha) -> Tensor")
 def triton_interpolate(real: torch.Tensor, fake: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    host.check_interpolate(real, fake, alpha, "fastgp::triton_interpolate")
+    shared.check_interpolate(real, fake, alpha, "fastgp::triton_interpolate")
     a = alpha.to(reference.accumulation_dtype(real.dtype)).contiguous()
     (real, fake), out, target, (out_layout, real_layout, fake_layout) = host.elementwise_rows([real, fake])
     batch, length = real.shape[0], host.row_len(real)
@@ -51,9 +49,9 @@ def triton_interpolate(real: torch.Tensor, fake: torch.Tensor, alpha: torch.Tens
 def triton_penalty_forward(grads: List[torch.Tensor], inv_scale: Optional[torch.Tensor], weight: float,
                            center: float, power: float, one_sided: bool, reduction: int):
     op = "fastgp::triton_penalty_forward"
-    host.check_grads(grads, op)
-    host.check_inv_scale(inv_scale, grads[0], op)
-    host.check_reduction(reduction, op)
+    shared.check_grads(grads, op)
+    shared.check_inv_scale(inv_scale, grads[0], op)
+    shared.check_reduction(reduction, op)
     batch, device = grads[0].shape[0], grads[0].device
     acc = reference.accumulation_dtype(grads[0].dtype)
     plans = []
@@ -97,7 +95,7 @@ def triton_penalty_forward(grads: List[torch.Tensor], inv_scale: Optional[torch.
 def triton_penalty_backward(grad_out: torch.Tensor, grads: List[torch.Tensor], norms: torch.Tensor,
                             inv_scale: Optional[torch.Tensor], weight: float, center: float, power: float,
                             one_sided: bool, reduction: int) -> List[torch.Tensor]:
-    host.check_penalty_backward(grad_out, grads, norms, inv_scale, reduction, "fastgp::triton_penalty_backward")
+    shared.check_backward_args(grad_out, grads, norms, inv_scale, reduction, "fastgp::triton_penalty_backward")
     batch = grads[0].shape[0]
     acc = reference.accumulation_dtype(grads[0].dtype)
     go = grad_out.to(acc).reshape(-1)
@@ -120,33 +118,15 @@ def triton_penalty_backward(grad_out: torch.Tensor, grads: List[torch.Tensor], n
 
 
 # --------------------------------------------------------------- autograd
-def _penalty_forward_backward(ctx, grad_out, _grad_norms):
-    norms, inv_scale, *grads = ctx.saved_tensors
-    d_grads = torch.ops.fastgp.triton_penalty_backward(grad_out, grads, norms, inv_scale, *ctx.params)
-    return d_grads, None, None, None, None, None, None
-
-
-triton_interpolate.register_autograd(_glue._interpolate_backward, setup_context=_glue._interpolate_setup)
-triton_penalty_forward.register_autograd(_penalty_forward_backward, setup_context=_glue._penalty_forward_setup)
-triton_penalty_backward.register_autograd(_glue._penalty_backward_backward,
-                                          setup_context=_glue._penalty_backward_setup)
+triton_interpolate.register_autograd(shared.interpolate_backward, setup_context=shared.interpolate_setup_context)
+triton_penalty_forward.register_autograd(shared.penalty_forward_backward(torch.ops.fastgp.triton_penalty_backward),
+                                         setup_context=shared.penalty_forward_setup_context)
+triton_penalty_backward.register_autograd(shared.penalty_backward_backward,
+                                          setup_context=shared.penalty_backward_setup_context)
 
 
 # ------------------------------------------- CPU without the interpreter
-def _reference_forward(grads, inv_scale, weight, center, power, one_sided, reduction):
-    return reference.penalty_from_grads(list(grads), weight=weight, center=center, power=power, one_sided=one_sided,
-                                        reduction=_REDUCTION_NAMES[reduction], inv_scale=inv_scale)
-
-
-def _reference_backward(grad_out, grads, norms, inv_scale, weight, center, power, one_sided, reduction):
-    # torch.func.vjp: plain autograd is switched off below the op's autograd layer.
-    _, vjp = torch.func.vjp(lambda *gs: _reference_forward(gs, inv_scale, weight, center, power, one_sided,
-                                                           reduction)[0], *grads)
-    # clone: the vjp of the reference's torch.cat gives views of one buffer
-    return [d.clone() for d in vjp(grad_out.to(reference.accumulation_dtype(grads[0].dtype)))]
-
-
 if not kernels.INTERPRETED:
     triton_interpolate.register_kernel("cpu")(reference.interpolate)
-    triton_penalty_forward.register_kernel("cpu")(_reference_forward)
-    triton_penalty_backward.register_kernel("cpu")(_reference_backward)
+    triton_penalty_forward.register_kernel("cpu")(shared.reference_penalty_forward)
+    triton_penalty_backward.register_kernel("cpu")(shared.reference_penalty_backward)

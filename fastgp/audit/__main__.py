@@ -1,0 +1,8 @@
+"""python -m fastgp.audit module:function"""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

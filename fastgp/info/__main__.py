@@ -1,0 +1,5 @@
+"""python -m fastgp.info: prints fastgp.info() as JSON."""
+
+from . import main
+
+main()
