@@ -279,15 +279,3 @@ def test_configuration_is_a_function_of_the_shape():
             assert host.forward_chunks(batch, row_len) == (chunk, chunks)
             assert chunks == 1 or (chunk % block == 0 and chunk * chunks >= row_len > chunk * (chunks - 1))
             assert chunks == 1 or batch < kernels.TARGET_PROGRAMS
-
-
-def test_write_back_copies_only_from_a_scratch():
-    from fastgp.triton import host
-
-    permuted = torch.randn(4, 5, 6).transpose(1, 2)
-    (p,), out, target, layouts = host.elementwise_rows([permuted])
-    assert target is not out and target.is_contiguous() and layouts == [(30, 1), (30, 1)]
-    assert host.write_back(out, target.fill_(2.0)) is out and out.stride() == permuted.stride() and (out == 2).all()
-    dense = torch.randn(3, 4)
-    (d,), out, target, _ = host.elementwise_rows([dense])
-    assert target is out and host.write_back(out, target) is out
