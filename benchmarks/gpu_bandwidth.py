@@ -1,18 +1,28 @@
-"""Bandwidth of the fastgp GPU kernels against a device-to-device copy on the
-same card in the same run, at StyleGAN-256, DCGAN, long-row and launch-bound
-shapes, float32 and bfloat16.
+"""Bandwidth and speed of fastgp's GPU kernels on the shapes of the GPU
+targets, against a device-to-device copy, the hand-written eager penalty and
+its torch.compile, on the same card in the same run; launches per call; and
+whether each target is met.
 
     python benchmarks/gpu_bandwidth.py --out OUTDIR [--budget-s 150]
 
-Writes OUTDIR/bandwidth.json (every measurement, the environment, errors) and
-OUTDIR/bandwidth.md (a summary: % of copy bandwidth, speed-ups, launches per
-call, the issue's targets). Times are CUDA-event medians per call, launch
-overhead included (what a training loop pays). Bytes counted per element:
-copy 2, interpolation 3 (reads real and fake, writes x_hat), penalty forward 1,
-penalty backward 2. Small shapes may sit in L2, so their fractions can pass 100%.
+Targets (the CUDA kernels, backend "cpp"; Triton's figures are reported):
+  * interpolation and penalty backward >= 85% of copy bandwidth, penalty
+    forward >= 80%, at 4096x1024, 256x3x64x64 and 1,000,000x2, float32 and bfloat16;
+  * penalty forward+backward >= 3x the eager hand-written penalty and no slower
+    than its torch.compile, at 1,000,000x2 and 65,536x16 (float32 and bfloat16);
+  * at most 4 kernel launches per gradient-penalty call (interpolate, forward, backward).
+Bytes counted per element: copy 2 (read + write), interpolation 3, forward 1,
+backward 2. Times are CUDA-event medians per call, launch overhead included
+(what a training loop pays).
+
+Writes OUTDIR/bandwidth.json (every measurement, the environment, errors),
+OUTDIR/bandwidth.md (the summary), OUTDIR/targets.json (each target: value,
+threshold, met or not) and OUTDIR/readme_table.md (the README's GPU table,
+ready to paste). Exits 0 only when every target was measured and met.
 
 ``--rehearse-on-cpu`` runs the same code on tiny CPU tensors (wall-clock
-timers, no kernel counts) to check the script itself where no GPU is present.
+timers, no kernel counts) to check the script where no GPU is present; its
+targets are "not measured on a GPU" and it exits non-zero.
 """
 
 from __future__ import annotations
@@ -29,27 +39,30 @@ import traceback
 
 import torch
 
-import fastgp
-from fastgp import backends, reference
-from fastgp.backends.shared import REDUCTION_CODES
-from fastgp._ext import state
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-GPU_SHAPES = [
-    ("stylegan256", (16, 3, 256, 256)),
-    ("stylegan256", (32, 3, 256, 256)),
-    ("stylegan256", (64, 3, 256, 256)),
-    ("dcgan", (64, 3, 64, 64)),
-    ("dcgan", (128, 3, 64, 64)),
-    ("dcgan", (256, 3, 64, 64)),
-    ("long", (4, 3, 1024, 1024)),
-    ("toy", (256, 2)),
-]
-CPU_SHAPES = [("dcgan", (4, 3, 16, 16)), ("toy", (256, 2))]
+import fastgp  # noqa: E402
+from benchmarks import providers  # noqa: E402
+from fastgp import backends  # noqa: E402
+from fastgp.backends.shared import REDUCTION_CODES  # noqa: E402
+from fastgp._ext import state  # noqa: E402
+
+BANDWIDTH_SHAPES = [(4096, 1024), (256, 3, 64, 64), (1_000_000, 2)]
+SPEED_SHAPES = [(1_000_000, 2), (65_536, 16)]
+GPU_SHAPES = [(4096, 1024), (256, 3, 64, 64), (1_000_000, 2), (65_536, 16)]
+CPU_SHAPES = [(64, 16), (4, 3, 8, 8), (1000, 2)]  # rehearsal: same code, tiny tensors
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-BYTES_PER_ELEMENT = {"copy": 2, "interpolate": 3, "forward": 1, "backward": 2}
-OPTS = dict(weight=10.0, center=1.0, power=2.0, one_sided=False)
+BANDWIDTH_TARGETS = {"interpolate": 0.85, "backward": 0.85, "forward": 0.80}
+SPEEDUP_VS_EAGER = 3.0
+SPEEDUP_VS_COMPILED = 1.0
+MAX_LAUNCHES = 4
+WEIGHT = providers.WEIGHT
 # The Backend protocol's signature: penalty_forward(grads, inv_scale, weight, center, power, one_sided, reduction).
-PENALTY_ARGS = (OPTS["weight"], OPTS["center"], OPTS["power"], OPTS["one_sided"], REDUCTION_CODES["mean"])
+PENALTY_ARGS = (WEIGHT, 1.0, 2.0, False, REDUCTION_CODES["mean"])
+
+
+def shape_name(shape) -> str:
+    return "x".join(str(s) for s in shape)
 
 
 class Timer:
@@ -86,8 +99,7 @@ class Timer:
             if self._run(fn, n) >= self.min_time_s:
                 break
             n *= 2
-        samples = [self._run(fn, n) / n for _ in range(self.repeats)]
-        return statistics.median(samples)
+        return statistics.median(self._run(fn, n) / n for _ in range(self.repeats))
 
 
 def count_kernels(fn, device: str):
@@ -98,7 +110,7 @@ def count_kernels(fn, device: str):
 
     fn()
     torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
         fn()
         torch.cuda.synchronize()
     names = [e.name for e in prof.events()
@@ -116,7 +128,13 @@ def environment(device: str) -> dict:
         "gpu": torch.cuda.get_device_name() if device == "cuda" else None,
         "extension": {"loaded": state.loaded, "reason": state.reason, "build": state.build},
         "backends": backends.available_backends(device),
+        "fastgp": fastgp.__version__,
     }
+    if device == "cuda":
+        p = torch.cuda.get_device_properties(0)
+        env["gpu_memory_gib"] = round(p.total_memory / 2**30, 1)
+        env["compute_capability"] = f"{p.major}.{p.minor}"
+        env["multiprocessors"] = p.multi_processor_count
     try:
         import triton
 
@@ -136,7 +154,6 @@ class Bench:
                       if backends.unavailable_reason(n, self.device) is None}
         self.unavailable = {n: backends.unavailable_reason(n, self.device) for n in ("cpp", "triton")
                             if n not in self.impls}
-        self.compiled = None
 
     def out_of_time(self) -> bool:
         return time.monotonic() > self.deadline
@@ -159,14 +176,9 @@ class Bench:
         self.rows.append(row)
         return t
 
-    def compiled_reference(self):
-        if self.compiled is None:
-            self.compiled = torch.compile(lambda g: reference.penalty_from_grads([g], **OPTS)[0])
-        return self.compiled
-
-    def case(self, family, shape, dtype_name):
+    def case(self, shape, dtype_name, with_compiled):
         dtype = DTYPES[dtype_name]
-        case = {"family": family, "shape": list(shape), "dtype": dtype_name}
+        case = {"shape": list(shape), "dtype": dtype_name}
         n = 1
         for s in shape:
             n *= s
@@ -180,18 +192,17 @@ class Bench:
         alpha = torch.rand(shape[0], device=self.device, generator=gen)
         dst = torch.empty_like(real)
         self.record(case, "copy", "torch", lambda: dst.copy_(real), 2 * n * es)
-
+        go = torch.ones((), device=self.device)
         for name, impl in self.impls.items():
             self.record(case, "interpolate", name, lambda: impl.interpolate(real, fake, alpha), 3 * n * es)
             self.record(case, "forward", name, lambda: impl.penalty_forward([g], None, *PENALTY_ARGS), n * es)
             _, norms = impl.penalty_forward([g], None, *PENALTY_ARGS)
-            go = torch.ones((), device=self.device)
             self.record(case, "backward", name,
                         lambda: impl.penalty_backward(go, [g], norms, None, *PENALTY_ARGS), 2 * n * es)
             gr = g.detach().requires_grad_(True)
             self.record(case, "forward+backward", name,
                         lambda: torch.autograd.grad(impl.penalty_forward([gr], None, *PENALTY_ARGS)[0], [gr]))
-            key = f"{name} {case['family']} {tuple(shape)} {dtype_name}"
+            key = f"{name} {shape_name(shape)} {dtype_name}"
             if key not in self.launches and not self.out_of_time():
                 def gp_call():
                     impl.interpolate(real, fake, alpha)
@@ -200,79 +211,122 @@ class Bench:
                     self.launches[key] = count_kernels(gp_call, self.device)
                 except Exception as e:
                     self.errors.append({**case, "op": "launch count", "backend": name, "error": repr(e)})
-
         gr = g.detach().requires_grad_(True)
-        self.record(case, "forward+backward", "eager reference",
-                    lambda: torch.autograd.grad(reference.penalty_from_grads([gr], **OPTS)[0], [gr]))
-        if not self.out_of_time():
-            compiled = self.compiled_reference()
-            self.record(case, "forward+backward", "compiled reference",
-                        lambda: torch.autograd.grad(compiled(gr), [gr]))
+        eager = providers.penalty("eager")
+        self.record(case, "forward+backward", "eager", lambda: torch.autograd.grad(eager(gr), [gr]))
+        if with_compiled and not self.out_of_time():
+            compiled = providers.penalty("compile")
+            self.record(case, "forward+backward", "compiled", lambda: torch.autograd.grad(compiled(gr), [gr]))
         del real, fake, g, dst
 
-    def run(self, shapes):
-        for family, shape in shapes:
+    def run(self, shapes, speed_shapes):
+        for shape in shapes:
             for dtype_name in DTYPES:
-                self.case(family, shape, dtype_name)
+                self.case(shape, dtype_name, with_compiled=tuple(shape) in speed_shapes)
                 if self.device == "cuda":
                     torch.cuda.empty_cache()
 
 
-def _find(rows, case, op, backend):
+def _find(rows, shape, dtype, op, backend):
     for r in rows:
-        if r["shape"] == case["shape"] and r["dtype"] == case["dtype"] and r["op"] == op and r["backend"] == backend:
+        if r["shape"] == list(shape) and r["dtype"] == dtype and r["op"] == op and r["backend"] == backend:
             return r
     return None
 
 
+def evaluate_targets(result: dict, bandwidth_shapes, speed_shapes) -> list:
+    """Every target with its measured value; a target not measured on a GPU is not met."""
+    rows, on_gpu = result["rows"], result["env"]["device"] == "cuda"
+    targets = []
+
+    def add(name, shape, dtype, value, threshold, unit):
+        met = on_gpu and value is not None and value >= threshold
+        why = None if on_gpu and value is not None else ("not measured on a GPU" if not on_gpu else "not measured")
+        targets.append({"target": name, "shape": shape_name(shape), "dtype": dtype, "value": value,
+                        "threshold": threshold, "unit": unit, "met": met, "why": why})
+
+    for shape in bandwidth_shapes:
+        for dtype in DTYPES:
+            copy = _find(rows, shape, dtype, "copy", "torch")
+            for op, threshold in BANDWIDTH_TARGETS.items():
+                r = _find(rows, shape, dtype, op, "cpp")
+                value = r["gbps"] / copy["gbps"] if r and copy else None
+                add(f"{op} bandwidth / copy bandwidth", shape, dtype, value, threshold, "fraction")
+    for shape in speed_shapes:
+        for dtype in DTYPES:
+            ours = _find(rows, shape, dtype, "forward+backward", "cpp")
+            for base, threshold in (("eager", SPEEDUP_VS_EAGER), ("compiled", SPEEDUP_VS_COMPILED)):
+                r = _find(rows, shape, dtype, "forward+backward", base)
+                value = r["time_us"] / ours["time_us"] if r and ours else None
+                add(f"forward+backward speed-up vs {base}", shape, dtype, value, threshold, "x")
+    for shape in bandwidth_shapes + [s for s in speed_shapes if s not in bandwidth_shapes]:
+        for dtype in DTYPES:
+            counted = result["launches"].get(f"cpp {shape_name(shape)} {dtype}")
+            value = None if counted is None else counted["kernels"]
+            met = on_gpu and value is not None and value <= MAX_LAUNCHES
+            targets.append({"target": "kernel launches per gradient-penalty call", "shape": shape_name(shape),
+                            "dtype": dtype, "value": value, "threshold": MAX_LAUNCHES, "unit": "at most",
+                            "met": met, "why": None if value is not None else
+                            ("not measured on a GPU" if not on_gpu else "not measured")})
+    return targets
+
+
+def _pct(x):
+    return "-" if x is None else f"{100 * x:.0f}%"
+
+
+def readme_table(result: dict, shapes) -> str:
+    """The README's GPU table: one row per shape and dtype, the CUDA kernels (backend "cpp")."""
+    env, rows = result["env"], result["rows"]
+    lines = [f"{env.get('gpu') or 'no GPU (rehearsal on the CPU: not a GPU figure)'}, "
+             f"torch {env['torch']} (CUDA {env['torch_cuda']}), triton {env['triton']}, fastgp {env['fastgp']}, "
+             f"{env['timestamp'][:10]}. % of the copy bandwidth measured on the same shape; times per call "
+             "(CUDA events, launch overhead included).", "",
+             "| shape | dtype | copy GB/s | interpolate | forward | backward | fwd+bwd us | eager us | compiled us "
+             "| vs eager | vs compiled | launches |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for shape in shapes:
+        for dtype in DTYPES:
+            copy = _find(rows, shape, dtype, "copy", "torch")
+            if copy is None:
+                continue
+
+            def frac(op):
+                r = _find(rows, shape, dtype, op, "cpp")
+                return _pct(r["gbps"] / copy["gbps"]) if r else "-"
+
+            def us(backend):
+                r = _find(rows, shape, dtype, "forward+backward", backend)
+                return (f"{r['time_us']:.1f}", r["time_us"]) if r else ("-", None)
+
+            ours, eager, comp = us("cpp"), us("eager"), us("compiled")
+            ratio = [f"{b[1] / ours[1]:.1f}x" if b[1] and ours[1] else "-" for b in (eager, comp)]
+            counted = result["launches"].get(f"cpp {shape_name(shape)} {dtype}")
+            lines.append(f"| {shape_name(shape)} | {dtype} | {copy['gbps']:.0f} | {frac('interpolate')} | "
+                         f"{frac('forward')} | {frac('backward')} | {ours[0]} | {eager[0]} | {comp[0]} | "
+                         f"{ratio[0]} | {ratio[1]} | {counted['kernels'] if counted else '-'} |")
+    return "\n".join(lines) + "\n"
+
+
 def summarize(result: dict) -> str:
     env, rows = result["env"], result["rows"]
-    lines = [f"# fastgp GPU bandwidth ({env['gpu'] or env['device']})", "",
-             f"torch {env['torch']} (CUDA {env['torch_cuda']}), triton {env['triton']}, "
-             f"backends {', '.join(env['backends'])}, {env['timestamp']}.", "",
-             "Fractions are of the device-to-device copy bandwidth measured on the same shape in this run. "
-             "Targets (issue 3): interpolate and backward >= 90%, forward >= 85% (StyleGAN-256, DCGAN); "
-             "fused forward+backward >= 1.8x the eager reference on large shapes, >= 3x at 256x2; "
-             "not slower than the compiled reference; <= 4 launches per GP call.", ""]
-    backends_seen = sorted({r["backend"] for r in rows if r["backend"] in ("cpp", "triton")})
-    head = ["shape", "dtype", "copy GB/s"]
-    for b in backends_seen:
-        head += [f"{b} interp", f"{b} fwd"] + ([f"{b} bwd"] if b == "cpp" else []) + [f"{b} fwd+bwd us"]
-    head += ["eager us", "compiled us"] + [f"{b} vs eager" for b in backends_seen] + \
-            [f"{b} vs compiled" for b in backends_seen]
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    cases = []
-    for r in rows:
-        key = (tuple(r["shape"]), r["dtype"])
-        if key not in [(tuple(c["shape"]), c["dtype"]) for c in cases]:
-            cases.append({"shape": r["shape"], "dtype": r["dtype"]})
-    for c in cases:
-        copy = _find(rows, c, "copy", "torch")
-        cells = ["x".join(map(str, c["shape"])), c["dtype"], f"{copy['gbps']:.0f}" if copy else "-"]
-
-        def pct(op, b):
-            r = _find(rows, c, op, b)
-            return f"{100 * r['gbps'] / copy['gbps']:.0f}%" if r and copy else "-"
-
-        def us(op, b):
-            r = _find(rows, c, op, b)
-            return f"{r['time_us']:.1f}" if r else "-"
-
-        for b in backends_seen:
-            cells += [pct("interpolate", b), pct("forward", b)] + ([pct("backward", b)] if b == "cpp" else [])
-            cells.append(us("forward+backward", b))
-        eager, comp = _find(rows, c, "forward+backward", "eager reference"), \
-            _find(rows, c, "forward+backward", "compiled reference")
-        cells += [us("forward+backward", "eager reference"), us("forward+backward", "compiled reference")]
-        for base in (eager, comp):
-            for b in backends_seen:
-                r = _find(rows, c, "forward+backward", b)
-                cells.append(f"{base['time_us'] / r['time_us']:.2f}x" if r and base else "-")
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "## Launches per GP call (interpolate + penalty forward + backward)", ""]
+    lines = [f"# fastgp GPU bandwidth ({env['gpu'] or env['device']})", ""]
+    lines += [readme_table(result, result["shapes"]), "## Targets", ""]
+    for t in result["targets"]:
+        value = "-" if t["value"] is None else (f"{t['value']:.2f}" if isinstance(t["value"], float) else t["value"])
+        lines.append(f"- {'met' if t['met'] else 'MISSED'}: {t['target']} at {t['shape']} {t['dtype']}: {value} "
+                     f"({t['unit']} {t['threshold']}){'; ' + t['why'] if t['why'] else ''}")
+    triton = [r for r in rows if r["backend"] == "triton"]
+    if triton:
+        lines += ["", "## Triton kernels (reported, not targets)", ""]
+        for r in triton:
+            copy = _find(rows, r["shape"], r["dtype"], "copy", "torch")
+            frac = f", {_pct(r['gbps'] / copy['gbps'])} of copy" if "gbps" in r and copy else ""
+            lines.append(f"- {r['op']} {shape_name(r['shape'])} {r['dtype']}: {r['time_us']:.1f} us{frac}")
+    lines += ["", "## Launches per gradient-penalty call (interpolate + penalty forward + backward)", ""]
     for key, v in result["launches"].items():
         lines.append(f"- {key}: " + ("not counted on the CPU" if v is None else
-                                     f"{v['fastgp_kernels']} fastgp kernels of {v['kernels']} in all"))
+                                     f"{v['kernels']} kernels ({v['fastgp_kernels']} fastgp): {', '.join(v['names'])}"))
     if result["unavailable"]:
         lines += ["", "## Backends not measured", ""] + [f"- {k}: {v}" for k, v in result["unavailable"].items()]
     if result["errors"]:
@@ -285,7 +339,7 @@ def summarize(result: dict) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", required=True, help="folder for bandwidth.json and bandwidth.md")
+    p.add_argument("--out", required=True, help="folder for the results")
     p.add_argument("--budget-s", type=float, default=150.0, help="stop starting measurements after this long")
     p.add_argument("--min-time-s", type=float, default=0.02, help="length of one timing sample")
     p.add_argument("--repeats", type=int, default=5, help="samples per measurement (median)")
@@ -301,18 +355,26 @@ def main(argv=None) -> int:
             f.write(f"# fastgp GPU bandwidth\n\n{msg}\n")
         print(msg, file=sys.stderr)
         return 3
+    shapes = CPU_SHAPES if args.rehearse_on_cpu else GPU_SHAPES
+    bandwidth_shapes = CPU_SHAPES[:2] if args.rehearse_on_cpu else BANDWIDTH_SHAPES
+    speed_shapes = CPU_SHAPES[2:] if args.rehearse_on_cpu else SPEED_SHAPES
     bench = Bench(args)
-    bench.run(CPU_SHAPES if args.rehearse_on_cpu else GPU_SHAPES)
-    result = {"env": environment(device), "rows": bench.rows, "launches": bench.launches,
-              "unavailable": bench.unavailable, "errors": bench.errors, "skipped": bench.skipped,
-              "fastgp_version": fastgp.__version__}
+    bench.run(shapes, [tuple(s) for s in speed_shapes])
+    result = {"env": environment(device), "shapes": [list(s) for s in shapes], "rows": bench.rows,
+              "launches": bench.launches, "unavailable": bench.unavailable, "errors": bench.errors,
+              "skipped": bench.skipped}
+    result["targets"] = evaluate_targets(result, bandwidth_shapes, speed_shapes)
     with open(os.path.join(args.out, "bandwidth.json"), "w") as f:
         json.dump(result, f, indent=1, default=str)
+    with open(os.path.join(args.out, "targets.json"), "w") as f:
+        json.dump(result["targets"], f, indent=1)
+    with open(os.path.join(args.out, "readme_table.md"), "w") as f:
+        f.write(readme_table(result, shapes))
     summary = summarize(result)
     with open(os.path.join(args.out, "bandwidth.md"), "w") as f:
         f.write(summary)
     print(summary)
-    return 1 if bench.errors else 0
+    return 0 if not bench.errors and all(t["met"] for t in result["targets"]) else 1
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ assumes no summation order.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple, Optional
 
@@ -152,13 +153,24 @@ def no_fake_tracing(backend: str, device: str) -> Optional[str]:
 
 def cuda_only(*backend_names: str):
     """Decorator of a test that needs a CUDA device (and the named backends on
-    it): marked ``gpu``, and skipped with the reason when something is missing."""
+    it): marked ``gpu``, and skipped with the reason when something is missing,
+    except the extension's CUDA kernels on a machine that has a GPU: their
+    absence there fails the test (a skip would prove nothing)."""
     why = None if torch.cuda.is_available() else "needs a CUDA device"
+    broken = None
     for name in backend_names if why is None else ():
         reason = backends.unavailable_reason(name, "cuda")
+        if reason and name == "cpp":
+            broken = f"a CUDA device is present but fastgp's CUDA kernels are not usable: {reason}"
         why = why or (reason and f"{name}: {reason}")
 
     def apply(fn):
+        if broken is not None:
+            @functools.wraps(fn)
+            def fails(*args, **kwargs):
+                pytest.fail(broken)
+
+            return pytest.mark.gpu(fails)
         return pytest.mark.gpu(pytest.mark.skipif(why is not None, reason=str(why))(fn))
 
     return apply

@@ -92,3 +92,20 @@ def test_repository_venv_is_found_without_PYTHON(repo, tmp_path):
     proc = _run(repo, "run_cpu.sh")
     assert proc.returncode == 0, proc.stderr
     assert "-m pytest benchmarks/bench_ops.py" in log.read_text()
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None, reason="needs bash and timeout")
+def test_gpu_check_without_a_gpu_exits_3_and_says_so(tmp_path):
+    """The GPU check proves nothing on a machine without a GPU: exit code 3 and the reason, never 0.
+    (A budget of a few seconds: the steps after the first are recorded as not run.)"""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the check would run for real")
+    env = dict(os.environ, PYTHON=sys.executable, GPU_CHECK_BUDGET_S="12")
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), str(tmp_path / "out")], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 3, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "no GPU: nothing was proven" in proc.stdout
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "Verdict: NOT proven" in summary and "FAILED: no GPU" in summary

@@ -20,15 +20,41 @@ OPS = ("interpolate", "penalty_forward", "penalty_backward")
 
 
 def test_cuda_kernels_registered_when_built_with_cuda():
-    if not state.loaded:
-        pytest.skip(f"the C++ extension is not loaded: {state.reason}")
+    """Skips on a machine without a GPU whose build has no CUDA; where a GPU is
+    visible, kernels that are not there fail (a skip would prove nothing)."""
     build = state.build or {}
+    gpu = torch.cuda.is_available()
+    if not state.loaded:
+        if gpu:
+            pytest.fail(f"a CUDA device is present but the C++ extension is not loaded: {state.reason}")
+        pytest.skip(f"the C++ extension is not loaded: {state.reason}")
     if not build.get("with_cuda"):
+        if gpu:
+            pytest.fail(f"a CUDA device is present but the extension was built without CUDA (build info: {build})")
         pytest.skip(f"the extension was built without CUDA (build info: {build})")
     for op in OPS:
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"fastgp::{op}", "CUDA"), op
     assert build.get("cuda_archs"), "a CUDA build must record its archs"
     assert str(build.get("torch_cuda_version")).split(".")[0] == str(torch.version.cuda).split(".")[0]
+
+
+def test_missing_cuda_kernels_fail_on_a_gpu_machine(monkeypatch):
+    """cuda_only turns the extension's missing CUDA kernels into a failure where a GPU is visible."""
+    from fastgp import backends
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(backends, "unavailable_reason",
+                        lambda name, device=None: "built without CUDA" if name == "cpp" else None)
+    def needs_the_kernels():  # a named function: pytest marks take a lambda for a mark argument
+        pass
+
+    test = cuda_only("cpp")(needs_the_kernels)
+    with pytest.raises(pytest.fail.Exception, match="CUDA kernels are not usable: built without CUDA"):
+        test()
+    monkeypatch.setattr(backends, "unavailable_reason",
+                        lambda name, device=None: "triton is not installed" if name == "triton" else None)
+    marks = [m.name for m in getattr(cuda_only("triton")(needs_the_kernels), "pytestmark", [])]
+    assert "skipif" in marks  # another backend missing stays a skip
 
 
 @cuda_only("cpp")

@@ -43,7 +43,7 @@ OPTIONS = {
 
 def test_penalty_is_deterministic_when_rows_are_split(backend, device):
     g = make_tensor((2, 3000), torch.float32, seed=30, device=device)
-    _, chunks = host.chunking(2, 3000, torch.device(device))
+    _, chunks = host.forward_chunks(2, 3000)
     assert chunks > 1  # the per-row split (and its combine) is exercised
     first = fastgp.penalty_from_grads(g, return_norms=True, backend=backend)
     second = fastgp.penalty_from_grads(g, return_norms=True, backend=backend)
@@ -58,15 +58,10 @@ def test_elementwise_rows_copies_only_what_it_must(backend, device):
     permuted = torch.randn(4, 5, 6, device=device).transpose(1, 2)
     (p,), out, target, layouts = host.elementwise_rows([permuted])
     assert target is not out and target.is_contiguous() and p.is_contiguous() and layouts == [(30, 1), (30, 1)]
-    assert host.finish(out, target.fill_(2.0)) is out and out.stride() == permuted.stride() and (out == 2).all()
+    assert host.write_back(out, target.fill_(2.0)) is out and out.stride() == permuted.stride() and (out == 2).all()
 
 
-def test_chunking_splits_long_rows_of_short_batches(backend, device):
-    dev = torch.device(device)
-    chunk, chunks = host.chunking(1, 10**7, dev)
-    assert chunks > 1 and chunk % kernels.MAX_BLOCK == 0 and chunk * chunks >= 10**7 > chunk * (chunks - 1)
-    assert host.chunking(10**6, 10**4, dev)[1] == 1  # a big batch fills the device alone
-    assert host.chunking(1, 0, dev)[1] == 1
+# How long rows are split: tests/test_triton_review.py::test_configuration_is_a_function_of_the_shape
 
 
 @triton.jit
