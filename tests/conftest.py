@@ -42,6 +42,10 @@ from __future__ import annotations
 
 import functools
 import math
+import os
+import subprocess
+import sys
+import textwrap
 from typing import NamedTuple, Optional
 
 import pytest
@@ -268,3 +272,20 @@ def make_alpha(batch: int, dtype: torch.dtype = torch.float32, device="cpu", see
     return torch.rand(batch, generator=gen, dtype=torch.float64).to(device=device,
                                                                      dtype=reference.accumulation_dtype(dtype))
 
+
+# ------------------------------------------------------------ subprocesses
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def python_in_subprocess(code: str, interpret: bool, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Runs `code` in a fresh interpreter at the repository root, with the
+    Triton interpreter on or off (TRITON_INTERPRET is read when triton is
+    imported, so a session cannot switch it) and no FASTGP_BACKEND override."""
+    env = dict(os.environ)
+    env.pop("TRITON_INTERPRET", None)
+    env.pop("FASTGP_BACKEND", None)
+    if interpret:
+        env["TRITON_INTERPRET"] = "1"
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)

@@ -7,10 +7,6 @@ without one, and on CUDA agreement with the C++/CUDA extension.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
@@ -19,24 +15,14 @@ import fastgp
 from fastgp import backends, reference
 from fastgp.backends import triton as triton_backend
 
-from conftest import assert_close, cuda_only, make_tensor, row_len
+from conftest import assert_close, cuda_only, make_tensor, python_in_subprocess, row_len
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAS_TRITON = triton_backend._installed() and triton_backend.load() is None
 INTERPRETED_FILES = ["tests/test_interpolate.py", "tests/test_penalty.py", "tests/test_opcheck.py",
                      "tests/test_end_to_end.py", "tests/test_semantics.py", "tests/test_triton_kernels.py",
                      "tests/test_triton_review.py"]
 
 
-def _python(code: str, interpret: bool, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env.pop("TRITON_INTERPRET", None)
-    env.pop("FASTGP_BACKEND", None)
-    if interpret:
-        env["TRITON_INTERPRET"] = "1"
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
 
 
 @pytest.mark.slow
@@ -47,7 +33,7 @@ def test_interpreted_matrix():
     cases; the critic-level tests exercise the same ops through the same API."""
     if triton_backend.INTERPRETED:
         pytest.skip("this session is interpreted: the matrix runs the Triton backend here directly")
-    proc = _python(f"""
+    proc = python_in_subprocess(f"""
         import sys, pytest
         sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", "--backends=triton", "-m", "not heavy",
                               *{INTERPRETED_FILES!r}]))
@@ -60,7 +46,7 @@ def test_interpreted_matrix():
 
 @pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
 def test_triton_on_cpu_without_interpreter_says_why():
-    proc = _python("""
+    proc = python_in_subprocess("""
         import torch, fastgp
         assert "triton" not in fastgp.available_backends("cpu"), fastgp.available_backends("cpu")
         critic = torch.nn.Linear(3, 1)
@@ -77,7 +63,7 @@ def test_triton_on_cpu_without_interpreter_says_why():
 
 
 def test_import_without_triton():
-    proc = _python("""
+    proc = python_in_subprocess("""
         import sys
         sys.modules["triton"] = None  # as if triton were not installed
         import torch, fastgp

@@ -12,10 +12,7 @@ the bottom run one computation in two fresh processes to compare their bits.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -24,7 +21,8 @@ import torch
 import fastgp
 from fastgp import reference
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import python_in_subprocess
+
 pytest.importorskip("triton")
 from fastgp.backends import triton as triton_backend  # noqa: E402
 HAS_TRITON = triton_backend.load() is None
@@ -170,14 +168,6 @@ def test_no_autotuning_anywhere():
 
 
 # ---------------------------------------------- in an ordinary session
-def _python(code: str, interpret: bool, timeout: int = 900) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env.pop("TRITON_INTERPRET", None)
-    if interpret:
-        env["TRITON_INTERPRET"] = "1"
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
 
 
 _DIGEST = """
@@ -207,7 +197,7 @@ def test_same_bits_in_two_processes():
     code = f"DEVICE = {'cuda' if on_gpu else 'cpu'!r}\n" + textwrap.dedent(_DIGEST)
     digests = []
     for _ in range(2):
-        proc = _python(code, interpret=not on_gpu)
+        proc = python_in_subprocess(code, interpret=not on_gpu)
         assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
         digests.append(re.search(r"DIGEST (\w+)", proc.stdout).group(1))
     assert digests[0] == digests[1]
