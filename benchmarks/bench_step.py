@@ -18,9 +18,19 @@ Providers:
   arith-*        the penalty arithmetic alone (interpolation + norm + penalty
                  forward and backward, no critic) at the step's shape, so the
                  report can say what share of a step it is
+
+test_step_paired times the eager penalty's step and the fastest fastgp
+backend's step in alternating rounds: the providers above are timed one
+after another, and a machine whose speed drifts between them (a shared or
+virtual machine) can shift their ratio by more than the penalty's cost; the
+report judges "no slower than the hand-written penalty" on the paired rounds.
 """
 
 from __future__ import annotations
+
+import copy
+import statistics
+import time
 
 import pytest
 import torch
@@ -182,3 +192,43 @@ def test_step(record, pytestconfig, environment, device, case, provider):
            batch=batch, sample=list(case.sample), provider=provider, backend=backend, penalty_every=every,
            steps_per_call=steps, params=sum(p.numel() for p in critic.parameters()), dtype="float32",
            batch_fraction=FRACTIONS.get(provider, 1.0))
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_step_paired(record, pytestconfig, environment, device, case):
+    """One timed call: a step with the eager penalty and a step with fastgp's on
+    the fastest backend, in alternating order (eager first, then fastgp first),
+    each on its own copy of the critic; every step's time goes to extra_info."""
+    fused = _fastest(device)
+    matrix = environment["matrix"]
+    batch = case.batch_for(device.type, matrix)
+    torch.manual_seed(0)
+    critic = case.make().to(device)
+    real = torch.randn(batch, *case.sample, device=device)
+    fake = torch.randn(batch, *case.sample, device=device)
+    runs = {p: _every_step(copy.deepcopy(critic), real, fake, _penalty(p, device)[1]) for p in ("eager", fused)}
+    times = {p: [] for p in runs}
+    order = ["eager", fused]
+    warm = [True]  # the warm-up call's steps are not kept
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    def pair():
+        for p in order:
+            sync()
+            t0 = time.perf_counter()
+            runs[p]()
+            sync()
+            if not warm[0]:
+                times[p].append(time.perf_counter() - t0)
+        order.reverse()
+        warm[0] = False
+
+    rounds = pytestconfig.getoption("--bench-rounds") or (1 if matrix == "smoke" else 12 if device.type == "cpu" else 20)
+    record(pair, group=f"step {case.name} B={batch} paired", pedantic_rounds=rounds, kind="step_paired",
+           model=case.name, batch=batch, sample=list(case.sample), provider=fused, backend=P.BACKEND_OF[fused],
+           paired_seconds=times, dtype="float32")
+    assert all(len(t) == rounds for t in times.values()), {p: len(t) for p, t in times.items()}
+    assert statistics.median(times[fused]) > 0

@@ -303,13 +303,28 @@ def _overhead_checks(overhead: "Overhead", t: Target):
     return [(k[1], k[2], k[3], overhead.quotient(k, "public", "raw"), None) for k in keys]
 
 
+def paired_medians(r: Result) -> Optional[Tuple[float, float, int]]:
+    """(median eager step, median fastgp step, rounds) of a paired step result."""
+    times = r.info.get("paired_seconds") or {}
+    eager, fused = times.get("eager"), times.get(r.info.get("provider"))
+    if not eager or not fused:
+        return None
+    return statistics.median(eager), statistics.median(fused), min(len(eager), len(fused))
+
+
 def _step_checks(steps: dict, t: Target):
+    """eager / fastgp step time: from the paired rounds when the run has them
+    (side by side in time), else from the providers' separate timings."""
     checks = []
     for (model, batch), cell in sorted(steps.items()):
-        if not t.applies(model, batch) or "eager" not in cell:
+        if not t.applies(model, batch):
             continue
+        paired = cell.get("paired")
         for p in t.providers:
-            if p in cell:
+            medians = paired_medians(paired) if paired is not None and paired.info.get("provider") == p else None
+            if medians is not None:
+                checks.append((f"{model} B={batch}", "float32", f"{p} (paired)", medians[0] / medians[1], None))
+            elif p in cell and "eager" in cell:
                 checks.append((f"{model} B={batch}", "float32", p,
                                step_per_call(cell["eager"]) / step_per_call(cell[p]), None))
     return checks
@@ -461,10 +476,13 @@ def copy_section(ops: Ops) -> List[str]:
 
 
 def _step_cells(results: List[Result]):
+    """(model, batch) -> provider -> result; the paired measurement under "paired"."""
     cells: Dict[Tuple[str, int], Dict[str, Result]] = defaultdict(dict)
     for r in results:
         if r.kind == "step":
             cells[(r.info["model"], r.info["batch"])][r.info["provider"]] = r
+        elif r.kind == "step_paired":
+            cells[(r.info["model"], r.info["batch"])]["paired"] = r
     return cells
 
 
@@ -483,8 +501,10 @@ def step_section(results: List[Result]) -> List[str]:
            "the real samples (StyleGAN2 lazy-regularizes it every 16 steps). *GP on k%* regularizes only the first k% "
            "of each batch (`batch_fraction`, `fastgp-train --gp-batch-fraction`). *arithmetic* is the penalty's own "
            "arithmetic (interpolation + norm + penalty forward and backward) without the critic, timed alone at the "
-           "step's shape.", ""]
-    present = {p for c in cells.values() for p in c}
+           "step's shape. The columns are timed one after another; *paired* alternates the eager and the fastgp "
+           "step round by round, so a drift of the machine's speed between timings does not enter their ratio "
+           "(the target uses it).", ""]
+    present = {p for c in cells.values() for p in c} - {"paired"}
     fused = [p for p in FUSED if p in present]
     lazy = sorted((p for p in present if p.startswith("lazy")), key=lambda p: int(p[4:]))
     r1 = [p for p in ("r1-eager", "r1-fastgp", "r1-lazy16") if p in present]
@@ -498,6 +518,12 @@ def step_section(results: List[Result]) -> List[str]:
         t = {p: step_per_call(r) for p, r in c.items()}
         rows.append([model, str(batch)] + [fmt_time(t.get(p)) for p, _ in columns])
         floor, eager = t.get("floor"), t.get("eager")
+        medians = paired_medians(c["paired"]) if "paired" in c else None
+        if medians is not None:
+            p = c["paired"].info["provider"]
+            notes.append(f"- **{model}** (B={batch}), paired: {medians[2]} rounds alternating the eager and the "
+                         f"{p} penalty's steps: median {fmt_time(medians[0])} eager, {fmt_time(medians[1])} {p}, "
+                         f"{medians[0] / medians[1]:.2f}x.")
         if not (floor and eager):
             continue
         sentence = (f"- **{model}** (B={batch}): the eager penalty makes a step {eager / floor:.2f}x the floor "

@@ -147,6 +147,27 @@ def test_step_target_compares_with_the_hand_written_penalty(run_json):
     assert rows[0]["value"] == pytest.approx(1.2)
 
 
+def test_step_target_prefers_the_paired_rounds(run_json):
+    """Separate timings say cpp is faster (3 s vs 2.5 s); the paired rounds, taken
+    side by side, say it is 0.9x: the verdict follows the paired rounds, and
+    the step section says so."""
+    path, _ = run_json
+    raw = json.loads(path.read_text())
+    info = dict(ENV, kind="step_paired", model="dcgan", batch=16, provider="cpp", backend="cpp",
+                paired_seconds={"eager": [1.0, 0.9, 1.1, 5.0], "cpp": [1.2, 1.1, 1.3, 0.1]})
+    raw["benchmarks"].append({"name": "paired", "group": "p", "stats": {"median": 2.1, "min": 2.0, "mean": 2.1},
+                              "extra_info": info})
+    path.write_text(json.dumps(raw))
+    results, _ = report.load([str(path)])
+    rows = [r for r in report.evaluate_targets(report.Ops(results), "cpu", None, report._step_cells(results))
+            if r["target"].kind == "step"]
+    assert [(r["shape"], r["provider"], r["met"]) for r in rows] == [("dcgan B=16", "cpp (paired)", False)]
+    assert rows[0]["value"] == pytest.approx(1.05 / 1.15)  # the medians: one outlier each does not move them
+    text = "\n".join(report.step_section(results))
+    assert "paired: 4 rounds alternating the eager and the cpp penalty's steps" in text
+    assert "| paired" not in text  # not a column of the table
+
+
 def test_summary_regenerates_the_report(run_json, tmp_path):
     """The compact summary keeps every statistic and no per-round samples; the
     report rendered from it is the report rendered from the raw files."""
