@@ -157,15 +157,21 @@ def _check_same_penalty(provider, critic, real, fake):
         reference.gradient_penalty(critic, real, fake, weight=P.WEIGHT, alpha=alpha), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("provider", STEP_PROVIDERS)
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_step(record, pytestconfig, environment, device, case, provider):
-    matrix = environment["matrix"]
+def _case_inputs(case, device, matrix):
+    """(batch, critic, real, fake) of a case, the same for every provider (seed 0)."""
     batch = case.batch_for(device.type, matrix)
     torch.manual_seed(0)
     critic = case.make().to(device)
     real = torch.randn(batch, *case.sample, device=device)
     fake = torch.randn(batch, *case.sample, device=device)
+    return batch, critic, real, fake
+
+
+@pytest.mark.parametrize("provider", STEP_PROVIDERS)
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_step(record, pytestconfig, environment, device, case, provider):
+    matrix = environment["matrix"]
+    batch, critic, real, fake = _case_inputs(case, device, matrix)
 
     backend, every, steps = None, 1, 1
     if provider.startswith("arith-"):
@@ -201,11 +207,7 @@ def test_step_paired(record, pytestconfig, environment, device, case):
     each on its own copy of the critic; every step's time goes to extra_info."""
     fused = _fastest(device)
     matrix = environment["matrix"]
-    batch = case.batch_for(device.type, matrix)
-    torch.manual_seed(0)
-    critic = case.make().to(device)
-    real = torch.randn(batch, *case.sample, device=device)
-    fake = torch.randn(batch, *case.sample, device=device)
+    batch, critic, real, fake = _case_inputs(case, device, matrix)
     runs = {p: _every_step(copy.deepcopy(critic), real, fake, _penalty(p, device)[1]) for p in ("eager", fused)}
     times = {p: [] for p in runs}
     order = ["eager", fused]
