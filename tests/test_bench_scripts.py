@@ -62,9 +62,10 @@ def test_python_without_torch_says_what_is_missing_and_how_to_fix(repo, tmp_path
     assert "C++ extension" not in proc.stderr  # the old, misleading message
 
 
-def test_missing_interpreter_is_named(repo):
-    proc = _run(repo, "run_gpu.sh", python="/nonexistent/python")
-    assert proc.returncode != 0 and "/nonexistent/python" in proc.stderr and "PYTHON=" in proc.stderr
+def test_missing_interpreter_is_named(repo, tmp_path):
+    missing = str(tmp_path / "no-such-python")
+    proc = _run(repo, "run_gpu.sh", python=missing)
+    assert proc.returncode != 0 and missing in proc.stderr and "PYTHON=" in proc.stderr
 
 
 @pytest.mark.parametrize("script,device", [("run_cpu.sh", "cpu"), ("run_gpu.sh", "gpu")])

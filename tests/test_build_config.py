@@ -5,6 +5,7 @@ sources the package carries for FASTGP_JIT=1."""
 
 import importlib.util
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -68,13 +69,14 @@ def test_cuda_is_skipped(setup_py, env, torch_cuda, caps, nvcc):
 def test_object_dir_is_stable_and_keyed_by_torch_and_flags(setup_py, tmp_path):
     info = {"torch_version": "2.14.1", "with_cuda": False, "cuda_archs": None}
     flags = {"cxx": ["-O3", "-g0"]}
-    same = setup_py.object_dir(str(tmp_path), "/t", info, flags)
-    assert same == setup_py.object_dir(str(tmp_path), "/t", dict(info), dict(flags))
+    torch_dir, other_torch = str(tmp_path / "torch"), str(tmp_path / "other-torch")
+    same = setup_py.object_dir(str(tmp_path), torch_dir, info, flags)
+    assert same == setup_py.object_dir(str(tmp_path), torch_dir, dict(info), dict(flags))
     assert same.startswith(str(tmp_path / "build"))
-    assert setup_py.object_dir(str(tmp_path), "/t", dict(info, torch_version="2.15.0"), flags) != same
-    assert setup_py.object_dir(str(tmp_path), "/other/torch", info, flags) != same
-    assert setup_py.object_dir(str(tmp_path), "/t", info, {"cxx": ["-O0", "-g"]}) != same
-    assert setup_py.object_dir(str(tmp_path), "/t", dict(info, with_cuda=True, cuda_archs="9.0"), flags) != same
+    assert setup_py.object_dir(str(tmp_path), torch_dir, dict(info, torch_version="2.15.0"), flags) != same
+    assert setup_py.object_dir(str(tmp_path), other_torch, info, flags) != same
+    assert setup_py.object_dir(str(tmp_path), torch_dir, info, {"cxx": ["-O0", "-g"]}) != same
+    assert setup_py.object_dir(str(tmp_path), torch_dir, dict(info, with_cuda=True, cuda_archs="9.0"), flags) != same
 
 
 def _build_ext_command(setup_py, monkeypatch, **env):
@@ -90,7 +92,7 @@ def _build_ext_command(setup_py, monkeypatch, **env):
     ext_modules, cmdclass = setup_py._extensions()
     dist = Distribution({"name": "fastgp", "ext_modules": ext_modules, "cmdclass": cmdclass})
     cmd = dist.get_command_obj("build_ext")
-    cmd.build_temp = "/tmp/editable-build-temp-that-is-thrown-away"
+    cmd.build_temp = tempfile.mkdtemp(prefix="fastgp-build-temp-")  # thrown away: the objects go elsewhere
     cmd.ensure_finalized()
     return cmd
 

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -119,7 +120,7 @@ def _jit_calls(monkeypatch, gpu_visible, cuda_build_fails):
             raise RuntimeError(f"Error building extension '{name}'")
 
     monkeypatch.setattr(cpp_extension, "load", fake_load)
-    monkeypatch.setattr(cpp_extension, "CUDA_HOME", "/opt/cuda")
+    monkeypatch.setattr(cpp_extension, "CUDA_HOME", os.path.join(tempfile.gettempdir(), "cuda"))  # never read
     monkeypatch.setattr(torch.version, "cuda", "13.0")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu_visible)
     return calls, _ext._jit_build()
