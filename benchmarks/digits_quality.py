@@ -20,7 +20,6 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -28,6 +27,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)  # run as a script: the benchmarks package sits at the repository root
+
+from benchmarks.quality_runs import mean_std, write_results  # noqa: E402
 
 CPU_BUDGET_S = 15 * 60  # per run: CPU time of the training process (on a shared machine wall time says little)
 GOAL = {"coverage": 10, "kl": 0.05, "fd_ratio": 2.0}  # the issue's goal: 10/10 classes, KL <= 0.05, FD <= 2x baseline
@@ -82,14 +84,6 @@ def load_done(args) -> list:
     return out
 
 
-def _mean_std(values, digits: int) -> str:
-    if not values:
-        return "n/a"
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f} (1 run)"
-    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
-
-
 def _ratio(m: dict) -> float:
     return m["fd"] / m["fd_baseline"]
 
@@ -105,10 +99,10 @@ def table(results: list, config: dict) -> str:
     lines = ["| generator | classes covered (of 10) | KL (nats) | FD | real-vs-real FD | FD / real-vs-real | "
              "% confidently classified | goal met |", "|---|---|---|---|---|---|---|---|"]
     for label, ms in rows:
-        lines.append(f"| {label} | {_mean_std([m['coverage'] for m in ms], 1)} | {_mean_std([m['kl'] for m in ms], 3)} | "
-                     f"{_mean_std([m['fd'] for m in ms], 2)} | {_mean_std([m['fd_baseline'] for m in ms], 2)} | "
-                     f"{_mean_std([_ratio(m) for m in ms], 2)} | "
-                     f"{_mean_std([100 * m['confident_fraction'] for m in ms], 1)} | "
+        lines.append(f"| {label} | {mean_std([m['coverage'] for m in ms], 1)} | {mean_std([m['kl'] for m in ms], 3)} | "
+                     f"{mean_std([m['fd'] for m in ms], 2)} | {mean_std([m['fd_baseline'] for m in ms], 2)} | "
+                     f"{mean_std([_ratio(m) for m in ms], 2)} | "
+                     f"{mean_std([100 * m['confident_fraction'] for m in ms], 1)} | "
                      f"{sum(goal_met(m) for m in ms)} of {len(ms)} runs |")
     lines += ["", f"Mean ± std over seeds {seeds}. Goal (issue): 10/10 classes, KL <= {GOAL['kl']}, FD <= "
               f"{GOAL['fd_ratio']:g}x the real-vs-real baseline. Each run is scored on {base.get('samples', '?')} "
@@ -159,11 +153,7 @@ def main() -> None:
     with open(args.config) as f:
         config = json.load(f)
     text = table(results, config)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        f.write(text)
-    with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
-        json.dump(results, f, indent=2)
+    write_results(text, results, args.out)
     if args.docs:
         for r in results:
             shutil.copyfile(os.path.join(args.runs_dir, run_name(r["seed"]), "samples.png"),

@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -24,6 +23,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)  # run as a script: the benchmarks package sits at the repository root
+
+from benchmarks.quality_runs import mean_std, write_results  # noqa: E402
 
 # Published rows (modes captured, % HQ), as listed in the project's references (VEEGAN, GDPP, PacGAN tables).
 PUBLISHED = [
@@ -69,14 +71,6 @@ def load_done(args) -> list:
     return out
 
 
-def _mean_std(values):
-    if not values:
-        return "n/a"
-    if len(values) == 1:
-        return f"{values[0]:.1f} (1 run)"
-    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
-
-
 def table(results: list, config: dict) -> str:
     by = {d: [r for r in results if r["data"] == d] for d in ("ring", "grid")}
     lines = ["| method | ring modes (of 8) | ring % HQ | grid modes (of 25) | grid % HQ | source |",
@@ -84,9 +78,9 @@ def table(results: list, config: dict) -> str:
     for name, rm, rq, gm, gq, src in PUBLISHED:
         lines.append(f"| {name} | {rm} | {rq} | {gm} | {gq} | {src} |")
     ring, grid = by["ring"], by["grid"]
-    lines.append(f"| **WGAN-GP, fastgp-train** | **{_mean_std([r['modes'] for r in ring])}** | "
-                 f"**{_mean_std([r['hq_percent'] for r in ring])}** | **{_mean_std([r['modes'] for r in grid])}** | "
-                 f"**{_mean_std([r['hq_percent'] for r in grid])}** | this benchmark, seeds "
+    lines.append(f"| **WGAN-GP, fastgp-train** | **{mean_std([r['modes'] for r in ring])}** | "
+                 f"**{mean_std([r['hq_percent'] for r in ring])}** | **{mean_std([r['modes'] for r in grid])}** | "
+                 f"**{mean_std([r['hq_percent'] for r in grid])}** | this benchmark, seeds "
                  f"{sorted({r['seed'] for r in results})}, mean ± std |")
     lines += ["", "Runs (wall: the whole process, on a CPU shared with other work; CPU: the training process):", "",
               "| data | seed | modes | % HQ | steps | wall s | CPU s |", "|---|---|---|---|---|---|---|"]
@@ -123,11 +117,7 @@ def main() -> None:
     with open(args.config) as f:
         config = json.load(f)
     text = table(results, config)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        f.write(text)
-    with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
-        json.dump(results, f, indent=2)
+    write_results(text, results, args.out)
     print(text)
 
 
