@@ -180,6 +180,20 @@ def cuda_only(*backend_names: str):
     return apply
 
 
+# ------------------------------------------------------- the ends of the range
+# Values whose squares overflow or underflow the accumulation dtype while the
+# norms themselves are representable (float32/bfloat16 squares leave float32
+# above ~1.8e19 and below ~1e-19.5; float64's above ~1e154 and below ~1e-162):
+# the kernels' range rescue must still give finite, accurate norms.
+RANGE_ENDS = {
+    torch.float32: (1e20, 1e-25, 1e36, 1e-40),
+    torch.bfloat16: (1e30, 1e-30),
+    torch.float64: (1e200, 1e-200, 1e300, 1e-310),
+}
+# Norms so small (or large) that phi'(n)/n leaves float32: dL/dg must stay finite and right.
+COEF_RANGE_ENDS = (3e-39, 1e-40, 1e18)
+
+
 # --------------------------------------------------------------- tolerances
 def unit_roundoff(dtype: torch.dtype) -> float:
     return torch.finfo(dtype).eps / 2

@@ -25,6 +25,8 @@ import torch
 
 from fastgp import reference
 
+from conftest import COEF_RANGE_ENDS, RANGE_ENDS
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCE = os.path.join(ROOT, "csrc", "simt", "cuda_kernels_on_cpu.cpp")
 WARPS = [8, 64, 2112, 10**6]  # devices from tiny (rows split into chunks) to huge (whole rows per warp)
@@ -169,13 +171,9 @@ def test_forward_more_grads_than_one_launch_and_one_finalize_pass():
     check_forward(grads[:11], "none", warps=[8, 10**6])
 
 
-@pytest.mark.parametrize("dtype,values", [
-    (torch.float32, (1e20, 1e-25, 1e36, 1e-40)),
-    (torch.bfloat16, (1e30, 1e-30)),
-    (torch.float64, (1e200, 1e-200, 1e300, 1e-310)),
-], ids=["float32", "bfloat16", "float64"])
-def test_forward_at_the_ends_of_the_range(dtype, values):
-    for v in values:
+@pytest.mark.parametrize("dtype", list(RANGE_ENDS), ids=str)
+def test_forward_at_the_ends_of_the_range(dtype):
+    for v in RANGE_ENDS[dtype]:
         for shape in [(3, 4), (2, 3000), (600, 3)]:
             g = torch.full(shape, v, dtype=dtype)
             g[1] = rand(*shape[1:], dtype=dtype, seed=4)  # an ordinary row among them
@@ -233,7 +231,7 @@ def test_backward_grad_out_forms_and_inv_scale():
 
 
 def test_backward_coefficients_at_the_ends_of_the_range():
-    for v in (3e-39, 1e-40, 1e18):  # phi'(n)/n beyond float32 for the tiny norms
+    for v in COEF_RANGE_ENDS:
         check_backward([torch.full((4, 3), v)], "mean")
         check_backward([torch.full((4, 3), v)], "none", power=1.5)
 
