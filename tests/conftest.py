@@ -81,12 +81,15 @@ ALL_PAIRS = [Pair(b.name, d) for d in DEVICES for b in backends.PRIORITY]
 def pytest_configure(config):
     config.addinivalue_line("markers", "heavy: rows of 10^4 elements or more, or thousands of kernel calls: minutes "
                                        "in the Triton interpreter, whose session leaves them out (a GPU runs them)")
+    config.addinivalue_line("markers", "for_backends(*names): a test of these backends that takes no `backend` "
+                                       "argument; --backends keeps it when it names one of them")
 
 
 def pytest_addoption(parser):
     parser.addoption("--backends", default=None,
                      help="comma-separated fastgp backends: run only their parametrizations of the tests that are "
-                          "parametrized over backends, and deselect every other test")
+                          "parametrized over backends (and the tests marked for_backends of them), and deselect "
+                          "every other test")
 
 
 def _selected(config):
@@ -127,7 +130,8 @@ def pytest_collection_modifyitems(config, items):
     if chosen is None:
         return
     keep = [item for item in items
-            if getattr(getattr(item, "callspec", None), "params", {}).get("backend") in chosen]
+            if getattr(getattr(item, "callspec", None), "params", {}).get("backend") in chosen
+            or any(name in chosen for m in item.iter_markers("for_backends") for name in m.args)]
     config.hook.pytest_deselected(items=[item for item in items if item not in keep])
     items[:] = keep
 

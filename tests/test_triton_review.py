@@ -31,6 +31,8 @@ ON_GPU = (HAS_TRITON and not INTERPRETED and torch.cuda.is_available()
           and triton_backend.unavailable_reason("cuda") is None)
 DEVICE = "cuda" if ON_GPU else "cpu"  # where the kernel tests run: a GPU, or CPU tensors interpreted
 
+pytestmark = pytest.mark.for_backends("triton")  # kept by the interpreted session (--backends=triton)
+
 WGAN = dict(weight=10.0, center=1.0, power=2.0, one_sided=False)
 TOL = {torch.float64: (1e-12, 1e-12), torch.float32: (1e-5, 1e-6), torch.float16: (1e-5, 1e-6),
        torch.bfloat16: (1e-5, 1e-6)}  # outputs in the accumulation dtype
