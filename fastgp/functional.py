@@ -86,6 +86,11 @@ def input_gradients(critic, inputs, critic_args=(), critic_kwargs=None, scaler=N
         if not x.requires_grad:
             raise ValueError(f"inputs[{k}] does not require grad: pass tensors made with .requires_grad_(True), "
                              "the points where the critic's input gradient is taken")
+    return _input_gradients(critic, inputs, batch, critic_args, critic_kwargs, scaler, _stacklevel + 1)
+
+
+def _input_gradients(critic, inputs, batch: int, critic_args, critic_kwargs, scaler, _stacklevel: int):
+    """input_gradients for arguments already checked (the penalties built the inputs themselves)."""
     _warn_batchnorm(critic, _stacklevel + 1)
     out = critic(*inputs, *critic_args, **(critic_kwargs or {}))
     check.critic_output(out, batch)
@@ -157,7 +162,7 @@ def _with_norms(penalty: torch.Tensor, norms: torch.Tensor, return_norms: bool):
     """penalty, or (penalty, the norms detached) with return_norms."""
     if not return_norms:
         return penalty
-    return penalty, (norms.detach() if norms.requires_grad else norms)
+    return penalty, norms.detach()
 
 
 def penalty_at(critic, inputs, impl: Backend, options, *, critic_args, critic_kwargs, scaler, return_norms,
@@ -165,8 +170,10 @@ def penalty_at(critic, inputs, impl: Backend, options, *, critic_args, critic_kw
     """The penalty of critic's input gradient at `inputs` (a tuple of leaves
     requiring grad), with `options` = (weight, center, power, one_sided,
     reduction code): the shared tail of every critic-facing penalty."""
-    grads, inv_scale = input_gradients(critic, inputs, critic_args, critic_kwargs, scaler,
-                                       _stacklevel=_stacklevel + 1)
+    # prepare_penalty checked the pass-through arguments and the scaler, and the
+    # inputs are the penalty's own leaves: no second round of checks
+    grads, inv_scale = _input_gradients(critic, inputs, inputs[0].shape[0], critic_args, critic_kwargs, scaler,
+                                        _stacklevel + 1)
     penalty, norms = impl.penalty_forward(list(grads), inv_scale, *options)
     return _with_norms(penalty, norms, return_norms)
 
