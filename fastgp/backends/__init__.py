@@ -24,7 +24,7 @@ from typing import Dict, List, Optional, Protocol, Sequence, Tuple, Union, runti
 
 import torch
 
-from . import cpp, pytorch, shared, triton
+from . import cpp, pytorch, triton
 from .._ext import warn_fallback
 
 
@@ -90,13 +90,15 @@ def available_backends(device: DeviceLike = None) -> List[str]:
 def _auto(device: torch.device) -> str:
     """What "auto" picks on `device`: the first available backend of PRIORITY.
     The one place where that choice is made."""
-    reasons = []
+    reasons, cpp_why = [], None
     for backend in PRIORITY:
         why = backend.unavailable_reason(device)
         if why is None:
             if backend is not cpp:  # a missing or mismatched extension warns once (a deliberate choice does not)
-                warn_fallback(device, backend.name, cpp.unavailable_reason(device))
+                warn_fallback(device, backend.name, cpp_why)
             return backend.name
+        if backend is cpp:
+            cpp_why = why
         reasons.append(f"{backend.name}: {why}")
     raise RuntimeError(f"no fastgp backend can run on {device}: " + "; ".join(reasons))
 

@@ -4,8 +4,8 @@ A row is one sample: element j of row b sits at ``base + b * row_stride +
 j * inner_stride`` (host.py reduces every supported layout to that). Every
 kernel works on tiles of ROWS rows x BLOCK elements: several short rows per
 program (ROWS > 1), or one block of one long row. The tile sizes and the
-split of long rows come from the shapes alone (host.plan_rows), never from
-timing or the device: the summation order, hence every bit of the results,
+split of long rows come from the shapes alone (host.tile_shape,
+host.forward_chunks), never from timing or the device: the summation order, hence every bit of the results,
 is the same in every process. Offsets are int64; loads upcast to the
 accumulation dtype, read off an output pointer (float32; float64 for float64
 data). Python floats reach Triton as float32, so a double travels as two
@@ -41,7 +41,7 @@ def _probe():
 # TRITON_INTERPRET=1 is read when @triton.jit runs, i.e. when this module is imported.
 INTERPRETED = isinstance(_probe, InterpretedFunction)
 
-# Elements per program tile and warps per program (host.plan_rows). The
+# Elements per program tile and warps per program (host.tile_shape). The
 # interpreter gets small tiles, so that short test rows still span several
 # tiles and chunks.
 TILE = 64 if INTERPRETED else 4096
@@ -50,7 +50,7 @@ NUM_WARPS = 1 if INTERPRETED else 8
 FINALIZE_ROWS = 4 if INTERPRETED else 256
 TARGET_PROGRAMS = 8 if INTERPRETED else 2048
 
-REDUCTION_NONE, REDUCTION_MEAN, REDUCTION_SUM = 0, 1, 2
+REDUCTION_NONE, REDUCTION_MEAN, REDUCTION_SUM = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
 # The range rule's thresholds (csrc/penalty_math.h: rescue_below, and the
 # largest float32), and the largest fast sum of float64 data.
 RESCUE_BELOW_F32 = tl.constexpr(2.0**-100)
@@ -103,7 +103,7 @@ def penalty_coef(n, center, power, ONE_SIDED: tl.constexpr):
 
 @triton.jit
 def reduction_factor(REDUCTION: tl.constexpr, batch, acc: tl.constexpr):
-    if REDUCTION == 1:
+    if REDUCTION == REDUCTION_MEAN:
         return tl.cast(1.0, acc) / tl.cast(batch, acc)
     else:
         return tl.cast(1.0, acc)
@@ -207,7 +207,7 @@ def _finish_rows(ssq, e, rows, rmask, out_ptr, norms_ptr, s, weight, center, pow
     n = (tl.sqrt(ssq) * s.to(tl.float64) * tl.exp2(e)).to(acc)  # float64 sqrt is IEEE (correctly rounded)
     tl.store(norms_ptr + rows, n, mask=rmask)
     v = penalty_value(n, center, power, ONE_SIDED)
-    if REDUCTION == 0:
+    if REDUCTION == REDUCTION_NONE:
         tl.store(out_ptr + rows, weight * v, mask=rmask)
     return tl.where(rmask, v.to(tl.float64), 0.0)
 
@@ -260,7 +260,7 @@ def sumsq_kernel(partial_ptr, g_ptr, out_ptr, norms_ptr, tile_values_ptr, scale_
             ssq, e = _sq_add(tl.load(p, mask=rmask, other=0), tl.load(p + 1, mask=rmask, other=0), ssq, e)
         weight, center, power, s = _penalty_params(w_hi, w_lo, c_hi, c_lo, p_hi, p_lo, scale_ptr, HAS_SCALE, acc)
         v = _finish_rows(ssq, e, rows, rmask, out_ptr, norms_ptr, s, weight, center, power, ONE_SIDED, REDUCTION)
-        if REDUCTION != 0:
+        if REDUCTION != REDUCTION_NONE:
             tl.store(tile_values_ptr + pid, tl.sum(v, axis=0))
     else:
         p = partial_ptr + (rows * ncols + col + c) * 2
@@ -295,7 +295,7 @@ def penalty_finalize_kernel(out_ptr, norms_ptr, partial_ptr, tile_values_ptr, sc
                 ssq, e = _sq_add(ssq, e, tl.load(p, mask=rmask, other=0), tl.load(p + 1, mask=rmask, other=0))
             total += _finish_rows(ssq, e, rows, rmask, out_ptr, norms_ptr, s, weight, center, power, ONE_SIDED,
                                   REDUCTION)
-    if REDUCTION != 0:
+    if REDUCTION != REDUCTION_NONE:
         red = reduction_factor(REDUCTION, batch, tl.float64)
         tl.store(out_ptr, (weight.to(tl.float64) * red * tl.sum(total, axis=0)).to(acc))
 
