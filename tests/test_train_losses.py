@@ -15,6 +15,7 @@ pytest.importorskip("tqdm")
 import fastgp  # noqa: E402
 from fastgp.train import ConfigError, Trainer, prepare, run  # noqa: E402
 from fastgp.train import regularizers  # noqa: E402
+from fastgp.train.trainer import Batch  # noqa: E402
 from train_helpers import EPS32, gamma, term_magnitude, tiny  # noqa: E402
 
 
@@ -232,7 +233,7 @@ def test_gp_batch_fraction_regularizes_the_first_samples(tmp_path, loss):
     batch = trainer.batch(0, 0)
     _, stats = trainer.critic_loss(0, 0, batch)
     m = 16  # ceil(0.25 * 64)
-    head = batch.rows(0, m)
+    head = Batch(*(None if t is None else t[:m] for t in (batch.real, batch.z, batch.alpha, batch.labels)))
     with torch.no_grad():
         fake = trainer.G(head.z)
     if loss == "wgan-gp":

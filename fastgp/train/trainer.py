@@ -47,10 +47,6 @@ class Batch:
     alpha: Optional[torch.Tensor]
     labels: Optional[torch.Tensor] = None  # class of each real sample, and of the fake generated beside it
 
-    def rows(self, i: int, j: int) -> "Batch":
-        """Samples i..j-1 (a per-sample view for tests and diagnostics)."""
-        return Batch(*(None if t is None else t[i:j] for t in (self.real, self.z, self.alpha, self.labels)))
-
 
 class NonFiniteLossError(RuntimeError):
     """A loss became NaN or infinite; the message names the step and the last good checkpoint."""
@@ -343,8 +339,11 @@ class Trainer:
         labels = None
         if self.classes is not None:
             labels = self._shard(self.data.batch_labels(self._index(step, k), self.cfg.batch_size, self.cfg.seed))
-        alpha = self.alpha(step, k) if k < self.cfg.n_critic else None
-        return Batch(real=self.real_batch(step, k), z=self.noise(step, k), alpha=alpha, labels=labels)
+        critic_update = k < self.cfg.n_critic
+        alpha = self.alpha(step, k) if critic_update else None
+        # a generator update needs real samples only for rpgan-r1r2's pairs
+        real = self.real_batch(step, k) if critic_update or self.cfg.loss == "rpgan-r1r2" else None
+        return Batch(real=real, z=self.noise(step, k), alpha=alpha, labels=labels)
 
     @staticmethod
     def call(net: torch.nn.Module, x: torch.Tensor, labels: Optional[torch.Tensor]) -> torch.Tensor:
@@ -448,10 +447,11 @@ class Trainer:
         return total, {"loss_d": adv.detach(), "wdist" if self.wgan else "score_gap": gap, **penalty_stats}
 
     def critic_step(self, step: int, k: int) -> Dict[str, torch.Tensor]:
-        total, stats = self.critic_loss(step, k)
+        batch = self.batch(step, k)
+        total, stats = self.critic_loss(step, k, batch)
         self._update(total, self.opt_d, self.scaler_d)
         if self.lazy and (step * self.cfg.n_critic + k) % self.cfg.r1_every == 0:
-            stats.update(self.lazy_step(step, k))
+            stats.update(self.lazy_step(step, k, batch))  # the same inputs, not built again
         return stats
 
     def lazy_loss(self, step: int, k: int, batch: Optional[Batch] = None):
@@ -467,9 +467,9 @@ class Trainer:
             touch = self.call(self.d_net, batch.real[:1], None if labels is None else labels[:1]).float().sum() * 0
         return penalty + touch, stats
 
-    def lazy_step(self, step: int, k: int) -> Dict[str, torch.Tensor]:
+    def lazy_step(self, step: int, k: int, batch: Optional[Batch] = None) -> Dict[str, torch.Tensor]:
         """Lazy regularization (StyleGAN2): its own optimizer step every r1_every critic steps, with gain r1_every."""
-        loss, stats = self.lazy_loss(step, k)
+        loss, stats = self.lazy_loss(step, k, batch)
         self._update(loss, self.opt_d, self.scaler_d)
         return stats
 
