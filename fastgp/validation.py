@@ -119,8 +119,8 @@ def inputs(xs: Sequence[torch.Tensor], name: str) -> int:
         if x.device != x0.device:
             raise ValueError(f"{n} is on {x.device} but {name}[0] is on {x0.device}; all inputs must share one device")
         if x.dtype != x0.dtype:
-            raise TypeError(f"{n} has dtype {x.dtype} but {name}[0] has {x0.dtype}; the differentiated inputs "
-                            "must share one dtype")
+            raise TypeError(f"{n} has dtype {x.dtype} but {name}[0] has {x0.dtype}; they must share one dtype "
+                            "(one fused kernel call takes them all)")
     return batch
 
 
@@ -149,15 +149,7 @@ def grads_list(grads: TensorOrTuple) -> List[torch.Tensor]:
         batch_tensor(grads, "grads")
         return [grads]
     gs, _ = tensors(grads, "grads")
-    g0 = gs[0]
-    for k, g in enumerate(gs):
-        name = "grads" if len(gs) == 1 else f"grads[{k}]"
-        batch_tensor(g, name)
-        if g.shape[0] != g0.shape[0]:
-            raise ValueError(f"{name} has batch size {g.shape[0]} but grads[0] has {g0.shape[0]}")
-        if g.dtype != g0.dtype or g.device != g0.device:
-            raise ValueError(f"{name} is {g.dtype} on {g.device} but grads[0] is {g0.dtype} on {g0.device}; all "
-                             "gradients must share dtype and device")
+    inputs(gs, "grads")  # the same rules as the inputs they are the gradients of
     return list(gs)
 
 

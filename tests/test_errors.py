@@ -78,7 +78,8 @@ def test_bad_options(kw, exc, match):
 def test_bad_grads():
     with pytest.raises(ValueError, match="grads\\[1\\] has batch size 2"):
         fastgp.penalty_from_grads((torch.randn(3, 4), torch.randn(2, 4)))
-    with pytest.raises(ValueError, match="share dtype and device"):
+    with pytest.raises(TypeError, match="grads\\[1\\] has dtype torch.float64 but grads\\[0\\] has torch.float32; "
+                                        "they must share one dtype"):
         fastgp.penalty_from_grads((torch.randn(3, 4), torch.randn(3, 4, dtype=torch.float64)))
     with pytest.raises(TypeError, match="grads must be float"):
         fastgp.penalty_from_grads(torch.ones(3, 4, dtype=torch.int32))
