@@ -82,9 +82,10 @@ def cuda_plan(env, torch_cuda, capabilities, nvcc_found):
 
     env: the environment; torch_cuda: torch.version.cuda; capabilities: the
     visible devices' (major, minor); nvcc_found: whether a CUDA compiler is there.
-    Returns {"with_cuda": bool, "archs": str or None, "why": str}."""
+    Returns {"with_cuda": bool, "archs": str or None, "why": str, "cpu_only": bool},
+    cpu_only: CUDA left out by choice (FASTGP_CPU_ONLY=1), so a fallback is not warned about."""
     if _flag("FASTGP_CPU_ONLY", env):
-        return {"with_cuda": False, "archs": None, "why": "FASTGP_CPU_ONLY=1"}
+        return {"with_cuda": False, "archs": None, "why": "FASTGP_CPU_ONLY=1", "cpu_only": True}
     if torch_cuda is None:
         return {"with_cuda": False, "archs": None, "why": "torch was built without CUDA"}
     forced = _flag("FORCE_CUDA", env)
@@ -206,6 +207,7 @@ def _extensions():
         "with_cuda": plan["with_cuda"],
         "cuda_archs": plan["archs"],
         "cuda_why": plan["why"],
+        "cpu_only": plan.get("cpu_only", False),
         "nvcc_found": nvcc_found,
         "debug": debug,
     }

@@ -163,7 +163,7 @@ def fallback_message(device_type: str, chosen: str, cpp_reason: Optional[str]) -
         return None
     fix = ""
     if state.loaded and device_type == "cuda" and not has_kernel("cuda"):
-        if (state.build or {}).get("cuda_why") == "FASTGP_CPU_ONLY=1":
+        if (state.build or {}).get("cpu_only"):  # built without CUDA by choice
             return None
         fix = f"; to fix, rebuild where the GPU is visible, or with `FORCE_CUDA=1 {REBUILD}`"
     return (f"fastgp: backend='auto' runs the slower {chosen!r} backend on {device_type}, not the C++ kernels: "

@@ -63,7 +63,9 @@ def test_visible_capabilities_are_clamped_to_torchs_newest_arch(setup_py, monkey
     ({}, "13.0", [(9, 0)], False),           # a GPU but no compiler
 ])
 def test_cuda_is_skipped(setup_py, env, torch_cuda, caps, nvcc):
-    assert setup_py.cuda_plan(env, torch_cuda, caps, nvcc)["with_cuda"] is False
+    plan = setup_py.cuda_plan(env, torch_cuda, caps, nvcc)
+    assert plan["with_cuda"] is False
+    assert plan.get("cpu_only", False) is ("FASTGP_CPU_ONLY" in env)  # only a choice is recorded as one
 
 
 def test_object_dir_is_stable_and_keyed_by_torch_and_flags(setup_py, tmp_path):

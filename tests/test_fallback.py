@@ -159,9 +159,10 @@ def test_cuda_fallback_message(monkeypatch):
     monkeypatch.setattr(_ext.state, "loaded", True)
     monkeypatch.setattr(_ext.state, "deliberate", False)
     monkeypatch.setattr(_ext, "has_kernel", lambda device_type: device_type == "cpu")
-    monkeypatch.setattr(_ext.state, "build", {"with_cuda": False, "cuda_why": "FASTGP_CPU_ONLY=1"})
+    monkeypatch.setattr(_ext.state, "build", {"with_cuda": False, "cuda_why": "FASTGP_CPU_ONLY=1", "cpu_only": True})
     assert _ext.fallback_message("cuda", "triton", "no CUDA kernels") is None
-    monkeypatch.setattr(_ext.state, "build", {"with_cuda": False, "cuda_why": "no CUDA device was visible"})
+    monkeypatch.setattr(_ext.state, "build", {"with_cuda": False, "cuda_why": "no CUDA device was visible",
+                                              "cpu_only": False})
     message = _ext.fallback_message("cuda", "triton", "no CUDA kernels")
     assert "FORCE_CUDA=1 pip install --no-build-isolation ." in message and "'triton'" in message
     assert _ext.fallback_message("meta", "torch", "no kernels for meta") is None
