@@ -46,7 +46,7 @@ import os
 import subprocess
 import sys
 import textwrap
-from typing import NamedTuple, Optional
+from typing import List, NamedTuple, Optional
 
 import pytest
 import torch
@@ -307,3 +307,17 @@ def python_in_subprocess(code: str, interpret: bool, timeout: int = 300) -> subp
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def cuda_work(fn) -> List[str]:
+    """The names of everything the GPU ran (kernels, memcpy, memset) during one
+    call of fn, after a warm-up call; the profiler's own bookkeeping left out."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return [e.name for e in prof.events()
+            if e.device_type == torch.autograd.DeviceType.CUDA and "Activity Buffer" not in e.name]

@@ -14,7 +14,7 @@ import torch
 import fastgp
 from fastgp._ext import state
 
-from conftest import cuda_only, make_alpha, make_tensor
+from conftest import cuda_only, cuda_work, make_alpha, make_tensor
 
 OPS = ("interpolate", "penalty_forward", "penalty_backward")
 
@@ -147,16 +147,8 @@ def test_no_host_sync_on_the_gp_path():
 
 
 def _fastgp_kernels(fn):
-    from torch.profiler import ProfilerActivity, profile
-
-    fn()  # warm-up
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        fn()
-        torch.cuda.synchronize()
-    # Everything the GPU ran (kernels, memcpy, memset), less the profiler's own bookkeeping.
-    kernels = [e.name for e in prof.events()
-               if e.device_type == torch.autograd.DeviceType.CUDA and "Activity Buffer" not in e.name]
+    """(everything the GPU ran during fn, the fastgp kernels among it)."""
+    kernels = cuda_work(fn)
     return kernels, [k for k in kernels if "fastgp" in k]
 
 

@@ -21,7 +21,7 @@ import fastgp
 from fastgp import reference
 from fastgp._ext import state
 
-from conftest import COEF_RANGE_ENDS, RANGE_ENDS
+from conftest import COEF_RANGE_ENDS, RANGE_ENDS, cuda_work
 
 if not torch.cuda.is_available():
     pytest.skip("needs a CUDA device", allow_module_level=True)
@@ -332,18 +332,6 @@ def test_sums_do_not_depend_on_how_rows_were_cut(dtype):
 
 
 # ---------------------------------------------------------------- launches
-def _kernels(fn):
-    from torch.profiler import ProfilerActivity, profile
-
-    fn()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        fn()
-        torch.cuda.synchronize()
-    return [e.name for e in prof.events()
-            if e.device_type == torch.autograd.DeviceType.CUDA and "Activity Buffer" not in e.name]
-
-
 @pytest.mark.parametrize("shape", [(1_000_000, 2), (65536, 16), (4096, 1024), (256, 3, 64, 64), (1, 2**22),
                                    (16, 3, 256, 256)])
 @pytest.mark.parametrize("ngrads", [1, 3])
@@ -352,16 +340,16 @@ def test_launches_per_call(shape, ngrads):
     real, fake, alpha = grads[0], rand(shape, torch.bfloat16, seed=9), torch.rand(shape[0], device=DEV)
     go = torch.ones((), device=DEV)
     for code, forward_launches in ((1, (1, 2)), (0, (1, 2))):
-        launched = _kernels(lambda: torch.ops.fastgp.penalty_forward(grads, None, 10.0, 1.0, 2.0, False, code))
+        launched = cuda_work(lambda: torch.ops.fastgp.penalty_forward(grads, None, 10.0, 1.0, 2.0, False, code))
         assert len(launched) in forward_launches and all("fastgp" in k for k in launched), launched
     _, norms = torch.ops.fastgp.penalty_forward(grads, None, 10.0, 1.0, 2.0, False, 1)
-    launched = _kernels(lambda: torch.ops.fastgp.penalty_backward(go, grads, norms, None, 10.0, 1.0, 2.0, False, 1))
+    launched = cuda_work(lambda: torch.ops.fastgp.penalty_backward(go, grads, norms, None, 10.0, 1.0, 2.0, False, 1))
     assert len(launched) == 1 and "backward" in launched[0], launched
-    launched = _kernels(lambda: torch.ops.fastgp.interpolate(real, fake, alpha))
+    launched = cuda_work(lambda: torch.ops.fastgp.interpolate(real, fake, alpha))
     assert len(launched) == 1 and "interpolate" in launched[0], launched
 
 
 def test_a_folded_forward_without_reduction_is_one_launch():
     g = rand((100_000, 16), torch.float32, seed=3)
-    launched = _kernels(lambda: torch.ops.fastgp.penalty_forward([g], None, 10.0, 1.0, 2.0, False, 0))
+    launched = cuda_work(lambda: torch.ops.fastgp.penalty_forward([g], None, 10.0, 1.0, 2.0, False, 0))
     assert len(launched) == 1 and "partials" in launched[0], launched
